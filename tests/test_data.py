@@ -1,0 +1,90 @@
+import json
+
+import pytest
+from datasets import Dataset
+
+from conftest import shared_data
+from hf_hybrid.data.parallel_qa import (
+    DEMO_LANGUAGES, DataError, holdout_articles, load_columns, load_demo, load_parallel_qa, load_xquad,
+    load_xquad_r, make_parallel_qa, split_by_article, xquad_r_candidates,
+)
+from hf_hybrid.languages import UnknownLanguageError, normalize_lang
+
+
+def test_language_convention():
+    assert [normalize_lang(c) for c in ["en", "eng", "swh_Latn", "hau", "HAU", "arb_Arab", "pcm", "zho_Hans"]] == \
+        ["en", "en", "sw", "ha", "ha", "ar", "pcm", "zh"]
+    with pytest.raises(UnknownLanguageError, match="unknown language code 'xx'"):
+        normalize_lang("xx")
+
+
+def test_demo_sample():
+    demo = load_demo()
+    assert sorted(set(demo["lang"])) == sorted(DEMO_LANGUAGES)
+    assert len(demo) == 60 * len(DEMO_LANGUAGES)
+    assert len(set(demo["article_id"])) == 12
+    assert len(load_parallel_qa("demo", ["en", "sw"])) == 120
+
+
+def test_xquad_r_real_data():
+    path = shared_data("xquad-r")
+    rows = load_xquad_r(path)
+    assert len(set(rows["lang"])) == 11 and len(set(rows["group_id"])) == 1190
+    candidates = xquad_r_candidates(path)
+    assert min(len(c) for c in candidates.values()) == 852 and max(len(c) for c in candidates.values()) == 1276
+    # every answer sentence is one of its language's candidates
+    en = rows.filter(lambda r: r["lang"] == "en")
+    assert set(en["passage"]) <= set(candidates["en"])
+
+
+def test_xquad_real_data():
+    rows = load_xquad(shared_data("xquad"), ["en", "ro"])
+    assert len(rows) == 2 * 1190 and len(set(rows["article_id"])) == 48
+
+
+def test_split_by_article_is_leak_free():
+    rows = load_demo(["en", "de"])
+    folds = [split_by_article(rows, 2, f) for f in (0, 1)]
+    for train, test in folds:
+        assert not set(train["article_id"]) & set(test["article_id"])
+        assert not set(train["group_id"]) & set(test["group_id"])
+    assert set(folds[0][1]["group_id"]) | set(folds[1][1]["group_id"]) == set(rows["group_id"])
+    rest, held = holdout_articles(rows, 0.25, seed=1)
+    assert len(set(held["article_id"])) == 3 and not set(rest["article_id"]) & set(held["article_id"])
+
+
+def row(group, lang, **kw):
+    return {"group_id": group, "lang": lang, "query": f"q {group}", "passage": f"p {group}", **kw}
+
+
+def test_bad_rows():
+    with pytest.raises(UnknownLanguageError, match="'xx'"):
+        make_parallel_qa([row("g", "xx")])
+    with pytest.raises(DataError, match="group 'g2' has no row in language.* de"):
+        make_parallel_qa([row("g1", "en"), row("g1", "de"), row("g2", "en")])
+    with pytest.raises(DataError, match="no rows"):
+        make_parallel_qa([])
+    with pytest.raises(DataError, match="empty 'query'"):
+        make_parallel_qa([row("g", "en", query=" ")])
+
+
+def test_files_and_formats(tmp_path):
+    bad = tmp_path / "xquad.en.json"
+    bad.write_text("{not json")
+    with pytest.raises(DataError, match="malformed JSON at line 1"):
+        load_xquad(tmp_path)
+    lines = tmp_path / "rows.jsonl"
+    lines.write_text(json.dumps(row("g", "en")) + "\n{oops\n")
+    with pytest.raises(DataError, match="rows.jsonl:2: malformed JSON"):
+        load_parallel_qa(str(lines))
+    with pytest.raises(DataError, match="not found"):
+        load_parallel_qa(str(tmp_path / "absent.jsonl"))
+    wide = Dataset.from_list([{"id": "g1", "query_en": "q", "passage_en": "p", "query_sw": "sq", "passage_sw": "sp"}])
+    rows = load_columns(wide, group_column="id")
+    assert sorted(rows["lang"]) == ["en", "sw"] and set(rows["group_id"]) == {"g1"}
+
+
+def test_unreachable_hub(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataError, match="cannot load dataset 'nobody/no-such-dataset'"):
+        load_parallel_qa("nobody/no-such-dataset")

@@ -1,0 +1,47 @@
+import numpy as np
+import pytest
+import torch
+
+from hf_hybrid.models.encoder import Encoder, EncoderLoadError
+
+TEXTS = ["Where is the river?", "Mto uko wapi?", "¿Dónde está el río?", "a"]
+
+
+def test_sentence_transformers_loads_the_same_model(tiny_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    st = SentenceTransformer(str(tiny_model_dir), device="cpu")
+    for kind, prompt_name in (("query", "query"), ("passage", "document")):
+        ours = encoder.encode(TEXTS, kind).numpy()
+        theirs = st.encode(TEXTS, prompt_name=prompt_name, convert_to_numpy=True)
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+    assert np.allclose(np.linalg.norm(theirs, axis=1), 1.0, atol=1e-5)
+
+
+def test_settings_round_trip(tiny_model_dir, tmp_path):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir), pooling="cls", query_prefix="q: ", passage_prefix="")
+    encoder.save_pretrained(tmp_path / "cls")
+    again = Encoder.from_pretrained(str(tmp_path / "cls"))
+    assert (again.pooling, again.prefixes, again.normalize) == ("cls", {"query": "q: ", "passage": ""}, True)
+    torch.testing.assert_close(encoder.encode(TEXTS, "query"), again.encode(TEXTS, "query"))
+
+
+def test_encode_keeps_input_order(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    together = encoder.encode(TEXTS, "passage", batch_size=2)
+    one_by_one = torch.cat([encoder.encode([t], "passage") for t in TEXTS])
+    torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=1e-4)
+
+
+def test_not_an_encoder(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=8, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(EncoderLoadError, match="'gpt2' model, not a text encoder"):
+        Encoder.from_pretrained(str(tmp_path))
+
+
+def test_missing_model(tmp_path):
+    with pytest.raises(EncoderLoadError, match="cannot load model"):
+        Encoder.from_pretrained(str(tmp_path / "nowhere"))

@@ -1,0 +1,89 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_hybrid.config import parse_config
+from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.training.hybrid import HybridTrainingConfig, train
+from hf_hybrid.training.loss import InBatchNegativesLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_loss_is_cross_entropy_over_in_batch_passages():
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(4, 8), dim=-1)
+    p = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)  # 4 positives + 2 hard negatives
+    loss = InBatchNegativesLoss(temperature=0.1)(q, p)
+    logits = q @ p.T / 0.1
+    expected = -torch.log_softmax(logits, dim=1)[torch.arange(4), torch.arange(4)].mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        InBatchNegativesLoss(temperature=0)
+
+
+def test_config_yaml_and_overrides(tmp_path):
+    yaml_path = tmp_path / "c.yaml"
+    yaml_path.write_text("alpha: 0.3\nlanguages: [en, sw]\nmax_steps: 7\n")
+    cfg = parse_config(HybridTrainingConfig, ["--config", str(yaml_path), "--max_steps", "9"])
+    assert (cfg.alpha, cfg.languages, cfg.max_steps) == (0.3, ["en", "sw"], 9)
+
+
+def test_train_resume_and_saved_model(tiny_model_dir, tmp_path):
+    def config(**kw):
+        return HybridTrainingConfig(model=str(tiny_model_dir), data="demo", languages=["en", "de", "sw"],
+                                    batch_size=8, learning_rate=1e-3, logging_steps=2, output_dir=str(tmp_path / "run"),
+                                    **kw)
+
+    before = Encoder.from_pretrained(str(tiny_model_dir)).encode(["Where is the river?"], "query")
+    train(config(max_steps=4, save_steps=2))
+    out = tmp_path / "run"
+    assert (out / "checkpoints" / "step-2").is_dir()
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4] and all(r["pairs_per_s"] > 0 for r in log)
+    after = Encoder.from_pretrained(str(out)).encode(["Where is the river?"], "query")
+    assert not torch.allclose(before, after), "training changed nothing"
+    assert "alpha: 0.5" in (out / "training_config.yaml").read_text()
+
+    train(config(max_steps=6, save_steps=2, resume=True))
+    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [2, 4, 6]  # resumed at 4, not from 0
+    assert json.loads((out / "train_summary.json").read_text())["steps"] == 6
+
+
+def test_lora_and_frozen_embeddings(tiny_model_dir, tmp_path):
+    train(HybridTrainingConfig(model=str(tiny_model_dir), data="demo", languages=["en", "fr"], batch_size=8,
+                               max_steps=2, lora=True, lora_r=4, freeze_embeddings=True,
+                               output_dir=str(tmp_path / "lora")))
+    saved = Encoder.from_pretrained(str(tmp_path / "lora"))  # merged: loads as a plain encoder
+    assert saved.encode(["hello"], "query").shape == (1, 32)
+
+
+def test_two_processes_train_different_rows_with_the_same_batch_types(tiny_model_dir, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "recipes" / "train_hybrid.py"), "--model", str(tiny_model_dir), "--data", "demo",
+           "--batch_size", "4", "--max_steps", "6", "--alpha", "0.5", "--log_batches", "true",
+           "--output_dir", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [[json.loads(l) for l in (out / f"batches-rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    assert [b["step"] for b in ranks[0]] == [b["step"] for b in ranks[1]] == list(range(1, 7))
+    kinds = set()
+    for b0, b1 in zip(*ranks):
+        assert not set(b0["group_id"]) & set(b1["group_id"]), "both ranks trained on the same rows"
+        mono = [all(q == p for q, p in zip(b["query_lang"], b["passage_lang"])) for b in (b0, b1)]
+        assert mono[0] == mono[1], "ranks drew different batch types"
+        if mono[0]:
+            assert set(b0["query_lang"]) == set(b1["query_lang"]) and len(set(b0["query_lang"])) == 1
+        else:
+            assert all(q != p for b in (b0, b1) for q, p in zip(b["query_lang"], b["passage_lang"]))
+        kinds.add(mono[0])
+    assert (out / "modules.json").is_file()
