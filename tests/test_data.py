@@ -85,6 +85,10 @@ def test_files_and_formats(tmp_path):
 
 
 def test_unreachable_hub(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import datasets
+    import huggingface_hub
+
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="cannot load dataset 'nobody/no-such-dataset'"):
         load_parallel_qa("nobody/no-such-dataset")

@@ -43,7 +43,7 @@ def test_train_resume_and_saved_model(tiny_model_dir, tmp_path):
     before = Encoder.from_pretrained(str(tiny_model_dir)).encode(["Where is the river?"], "query")
     train(config(max_steps=4, save_steps=2))
     out = tmp_path / "run"
-    assert (out / "checkpoints" / "step-2").is_dir()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-4"]
     log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4] and all(r["pairs_per_s"] > 0 for r in log)
     after = Encoder.from_pretrained(str(out)).encode(["Where is the river?"], "query")
@@ -66,8 +66,9 @@ def test_lora_and_frozen_embeddings(tiny_model_dir, tmp_path):
 
 def test_two_processes_train_different_rows_with_the_same_batch_types(tiny_model_dir, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
+    # torchrun-style launch of 2 processes; ACCELERATE_USE_CPU makes accelerate join them with gloo
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(ROOT / "recipes" / "train_hybrid.py"), "--model", str(tiny_model_dir), "--data", "demo",
            "--batch_size", "4", "--max_steps", "6", "--alpha", "0.5", "--log_batches", "true",
@@ -87,3 +88,34 @@ def test_two_processes_train_different_rows_with_the_same_batch_types(tiny_model
             assert all(q != p for b in (b0, b1) for q, p in zip(b["query_lang"], b["passage_lang"]))
         kinds.add(mono[0])
     assert (out / "modules.json").is_file()
+
+
+def _gather_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    q_all, p_all = torch.randn(world * 3, 8), torch.randn(world * 3, 8)
+    q = q_all[rank * 3 : (rank + 1) * 3].clone().requires_grad_()
+    p = p_all[rank * 3 : (rank + 1) * 3].clone().requires_grad_()
+    InBatchNegativesLoss(temperature=0.5)(q, p).backward()
+    torch.save({"q": q.grad, "p": p.grad}, f"{out_dir}/grad{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_gathered_negatives_give_the_full_batch_gradient(tmp_path):
+    """Across 2 processes, each rank's gradient is world x the full-batch loss's (DDP then averages)."""
+    import torch.multiprocessing as mp
+
+    world = 2
+    mp.spawn(_gather_worker, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world)
+    torch.manual_seed(0)
+    q_all = torch.randn(world * 3, 8).requires_grad_()
+    p_all = torch.randn(world * 3, 8).requires_grad_()
+    logits = q_all @ p_all.T / 0.5
+    torch.nn.functional.cross_entropy(logits, torch.arange(world * 3)).backward()
+    for rank in range(world):
+        grads = torch.load(tmp_path / f"grad{rank}.pt")
+        rows = slice(rank * 3, (rank + 1) * 3)
+        torch.testing.assert_close(grads["q"], world * q_all.grad[rows])
+        torch.testing.assert_close(grads["p"], world * p_all.grad[rows])

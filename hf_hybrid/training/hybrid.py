@@ -15,7 +15,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hf_hybrid.config import config_to_dict
-from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, split_by_article
+from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
 from hf_hybrid.models.encoder import Encoder, tokenize
 from hf_hybrid.sampling import make_sampler
 from hf_hybrid.training.loss import InBatchNegativesLoss
@@ -30,6 +30,7 @@ class HybridTrainingConfig:
     languages: list[str] | None = field(default=None, metadata={"help": "languages to train on (default: all in the data)"})
     n_folds: int = field(default=0, metadata={"help": "if > 0, train only on the articles outside test fold `fold`"})
     fold: int = 0
+    dev_fraction: float = field(default=0.0, metadata={"help": "share of the training articles held out as dev"})
     sampler: str = field(default="hybrid", metadata={"help": "hybrid, x-x, x-y, en-en or random"})
     alpha: float = field(default=0.5, metadata={"help": "probability of a monolingual batch (hybrid sampler)"})
     batch_size: int = field(default=32, metadata={"help": "pairs per process per step"})
@@ -102,8 +103,8 @@ class PairCollator:
 
 def load_training_data(cfg: HybridTrainingConfig):
     data = load_parallel_qa(cfg.data, cfg.languages)
-    if cfg.n_folds:
-        data, _ = split_by_article(data, cfg.n_folds, cfg.fold)
+    if cfg.n_folds or cfg.dev_fraction:
+        data = select_split(data, "train", cfg.n_folds, cfg.fold, cfg.dev_fraction)
     return data
 
 
@@ -200,7 +201,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
                 if accelerator.is_main_process:
                     with open(log_path, "a") as f:
                         f.write(json.dumps(record) + "\n")
-            if cfg.save_steps and step % cfg.save_steps == 0 and step < cfg.max_steps:
+            if cfg.save_steps and (step % cfg.save_steps == 0 or step == cfg.max_steps):
                 _save_checkpoint(accelerator, output_dir, step, cfg.save_total_limit)
             if step >= cfg.max_steps:
                 break

@@ -11,9 +11,10 @@ def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All processes' `x` concatenated (gradients flow back to each owner) and this rank's offset."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_tensor_autograd
 
-    return torch.cat(all_gather(x)), dist.get_rank() * x.shape[0]
+    # backward is a reduce-scatter: each process gets the gradient of its own rows from every process
+    return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD), dist.get_rank() * x.shape[0]
 
 
 class InBatchNegativesLoss(nn.Module):
