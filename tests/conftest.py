@@ -50,6 +50,6 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = BertConfig(vocab_size=tok.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, pad_token_id=1)
-    encoder = Encoder(BertModel(config, add_pooling_layer=False), tokenizer, pooling="mean",
+    encoder = Encoder(BertModel(config), tokenizer, pooling="mean",
                       query_prefix="query: ", passage_prefix="passage: ", max_length=128)
     return encoder.save_pretrained(tmp_path_factory.mktemp("tiny") / "model")

@@ -45,3 +45,19 @@ def test_not_an_encoder(tmp_path):
 def test_missing_model(tmp_path):
     with pytest.raises(EncoderLoadError, match="cannot load model"):
         Encoder.from_pretrained(str(tmp_path / "nowhere"))
+
+
+def test_mteb_wrapper_gives_the_same_embeddings(tiny_model_dir):
+    mteb = pytest.importorskip("mteb")
+    from datasets import Dataset
+    from mteb._create_dataloaders import create_dataloader
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+    from mteb.types import PromptType
+
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    wrapped = SentenceTransformerEncoderWrapper(str(tiny_model_dir), device="cpu")
+    metadata = mteb.get_task("XQuADRetrieval").metadata
+    loader = create_dataloader(Dataset.from_dict({"text": TEXTS}), task_metadata=metadata, batch_size=2)
+    for prompt_type, kind in ((PromptType.query, "query"), (PromptType.document, "passage")):
+        theirs = wrapped.encode(loader, task_metadata=metadata, hf_split="test", hf_subset="de", prompt_type=prompt_type)
+        np.testing.assert_allclose(np.asarray(theirs), encoder.encode(TEXTS, kind).numpy(), atol=1e-5)

@@ -3,7 +3,6 @@ saved in the sentence-transformers layout so `SentenceTransformer(path)` and `mt
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -34,6 +33,10 @@ class Encoder(nn.Module):
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         self.model = model
+        if getattr(model, "pooler", None) is not None:
+            # kept so sentence-transformers loads the checkpoint without "newly initialized" weights,
+            # frozen since mean/CLS pooling never uses it (DDP rejects parameters without gradients)
+            model.pooler.requires_grad_(False)
         self.tokenizer = tokenizer
         self.pooling = pooling
         self.normalize = normalize
@@ -67,11 +70,7 @@ class Encoder(nn.Module):
                                passage_prefix=passage_prefix, max_length=max_length).items():
             if value is not None:
                 settings[key] = value
-        model_class = AutoModel._model_mapping[type(config)]
-        if "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
-            # unused by mean/CLS pooling; its parameters would get no gradient under DDP
-            model_kwargs["add_pooling_layer"] = False
-        model = model_class.from_pretrained(path, config=config, **model_kwargs)
+        model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         return cls(model, tokenizer, **settings)
 

