@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import sys
 
 from hf_hybrid.config import ConfigError, parse_config
@@ -24,12 +25,14 @@ USER_ERRORS = (ConfigError, DataError, UnknownLanguageError, EncoderLoadError, N
 
 
 def exit_on_user_error(fn):
-    """Bad input ends the program with one line on stderr, not a traceback."""
+    """Bad input ends the program with one line on stderr, not a traceback (HF_HYBRID_DEBUG=1 shows it)."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
+            if os.environ.get("HF_HYBRID_DEBUG"):
+                raise
             print(f"error: {err}", file=sys.stderr)
             return 2
     return wrapper

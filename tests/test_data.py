@@ -92,3 +92,18 @@ def test_unreachable_hub(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(DataError, match="cannot load dataset 'nobody/no-such-dataset'"):
         load_parallel_qa("nobody/no-such-dataset")
+
+
+def test_mlqa_keeps_questions_present_in_every_language(tmp_path):
+    from hf_hybrid.data.parallel_qa import load_mlqa
+
+    def squad(lang, ids):
+        qas = [{"id": i, "question": f"{lang} question {i}", "answers": [{"answer_start": 0, "text": "x"}]} for i in ids]
+        return {"data": [{"title": "T", "paragraphs": [{"context": f"{lang} context", "qas": qas}]}]}
+
+    (tmp_path / "test-context-en-question-en.json").write_text(json.dumps(squad("en", ["a", "b", "c"])))
+    (tmp_path / "test-context-de-question-de.json").write_text(json.dumps(squad("de", ["a", "c"])))
+    rows = load_mlqa(tmp_path, ["en", "de"])
+    assert sorted(set(rows["group_id"])) == ["a", "c"] and len(rows) == 4
+    with pytest.raises(DataError, match="file not found"):
+        load_mlqa(tmp_path, ["en", "es"])

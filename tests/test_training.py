@@ -119,3 +119,22 @@ def test_gathered_negatives_give_the_full_batch_gradient(tmp_path):
         rows = slice(rank * 3, (rank + 1) * 3)
         torch.testing.assert_close(grads["q"], world * q_all.grad[rows])
         torch.testing.assert_close(grads["p"], world * p_all.grad[rows])
+
+
+def test_hard_negatives_join_the_passages(tiny_model_dir, tmp_path):
+    from hf_hybrid.data.parallel_qa import load_demo
+    from hf_hybrid.training.hybrid import PairCollator, PairDataset
+
+    rows = [dict(r, hard_negatives=[f"{r['passage']} (not this one)"]) for r in load_demo(["en", "sw"])]
+    data = tmp_path / "with_negatives.jsonl"
+    data.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows) + "\n", encoding="utf-8")
+    train(HybridTrainingConfig(model=str(tiny_model_dir), data=str(data), batch_size=4, max_steps=2,
+                               hard_negatives=1, output_dir=str(tmp_path / "run")))
+    assert (tmp_path / "run" / "modules.json").is_file()
+
+    from hf_hybrid.data.parallel_qa import load_parallel_qa
+
+    ds = load_parallel_qa(str(data))
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    batch = PairCollator(encoder.tokenizer, encoder.prefixes, 32, 32)([PairDataset(ds, 1)[(0, 1)], PairDataset(ds, 1)[(2, 3)]])
+    assert batch["query"]["input_ids"].shape[0] == 2 and batch["passage"]["input_ids"].shape[0] == 4

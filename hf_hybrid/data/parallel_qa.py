@@ -1,7 +1,8 @@
 """Sources -> the one record shape (ParallelQA rows) and leak-free splits.
 
 A ParallelQA row: group_id (same meaning across languages), lang (see hf_hybrid.languages),
-query, passage, article_id (the unit for splits), title.
+query, passage, article_id (the unit for splits), title, and optionally hard_negatives
+(passages in the row's language that look relevant but are not).
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
             "group_id": group, "lang": lang, "query": str(row["query"]), "passage": str(row["passage"]),
             "article_id": str(row.get("article_id") or group), "title": str(row.get("title") or ""),
         }
+        if row.get("hard_negatives") is not None:
+            by_group[group][lang]["hard_negatives"] = [str(n) for n in row["hard_negatives"]]
     all_langs = wanted or sorted({l for g in by_group.values() for l in g})
     out = []
     for group, per_lang in by_group.items():
@@ -54,6 +57,9 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
         out.extend(per_lang[l] for l in all_langs)
     if not out:
         raise DataError(f"{source}: no rows in languages {', '.join(wanted or [])}")
+    if any("hard_negatives" in r for r in out):
+        for r in out:
+            r.setdefault("hard_negatives", [])
     return Dataset.from_list(out)
 
 
@@ -204,7 +210,8 @@ def load_columns(dataset: Dataset, languages: list[str] | None = None, source: s
     names = set(dataset.column_names)
     if {group_column, lang_column, query_column, passage_column} <= names:
         rows = [{"group_id": r[group_column], "lang": r[lang_column], "query": r[query_column],
-                 "passage": r[passage_column], "article_id": r.get("article_id"), "title": r.get("title")}
+                 "passage": r[passage_column], "article_id": r.get("article_id"), "title": r.get("title"),
+                 "hard_negatives": r.get("hard_negatives")}
                 for r in dataset]
         return make_parallel_qa(rows, languages, source=source)
     wide_langs = sorted(c[len("query_"):] for c in names if c.startswith("query_") and f"passage_{c[6:]}" in names)
@@ -258,6 +265,8 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
 def split_by_article(ds: Dataset, n_folds: int = 2, fold: int = 0) -> tuple[Dataset, Dataset]:
     """(train, test) for one fold: the k-th article (in order of first appearance) is tested in
     fold k % n_folds, so with 2 folds fold 0 tests on the even articles and trains on the odd."""
+    if not 0 <= fold < n_folds:
+        raise DataError(f"fold {fold} does not exist with n_folds {n_folds}")
     articles = list(dict.fromkeys(ds["article_id"]))
     if len(articles) < n_folds:
         raise DataError(f"{len(articles)} article(s) cannot make {n_folds} folds")
@@ -292,6 +301,13 @@ def select_split(ds: Dataset, split: str = "all", n_folds: int = 0, fold: int = 
     `dev_fraction` of them held out as dev (for choosing settings without touching test)."""
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
+    rows = _select(ds, split, n_folds, fold, dev_fraction, seed)
+    if len(rows) == 0:
+        raise DataError(f"split {split!r} is empty")
+    return rows
+
+
+def _select(ds, split, n_folds, fold, dev_fraction, seed):
     if split == "all":
         return ds
     if n_folds:

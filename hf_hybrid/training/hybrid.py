@@ -59,6 +59,19 @@ class HybridTrainingConfig:
     seed: int = 42
     log_batches: bool = field(default=False, metadata={"help": "write each rank's batches to batches-rank<N>.jsonl"})
 
+    def __post_init__(self):
+        from hf_hybrid.sampling import SAMPLERS
+
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r} (expected one of {', '.join(SAMPLERS)})")
+        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
+            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        for name in ("batch_size", "max_steps", "logging_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
 
 class PairDataset(torch.utils.data.Dataset):
     """Indexed by (query_row, passage_row) pairs from a sampler."""
