@@ -104,9 +104,11 @@ def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batc
         rel = torch.tensor([[offsets[l] + bench.relevant[l][g] for l in cand_langs] for g in groups], device=device)
         all_ranks, top_langs = [], []
         k = len(cand_langs)
-        for s in range(0, len(groups), query_chunk):
-            scores = q_emb[query_lang][s : s + query_chunk] @ pool.T
-            all_ranks.append(_ranks(scores, rel[s : s + query_chunk]).cpu())
+        # bound the [queries, relevant, pool] comparison tensor to about 2**27 elements
+        chunk = max(1, min(query_chunk, 2**27 // (len(pool) * k)))
+        for s in range(0, len(groups), chunk):
+            scores = q_emb[query_lang][s : s + chunk] @ pool.T
+            all_ranks.append(_ranks(scores, rel[s : s + chunk]).cpu())
             top_langs.append(pool_lang[scores.topk(k, dim=1).indices].cpu())
         return torch.cat(all_ranks), torch.cat(top_langs)
 

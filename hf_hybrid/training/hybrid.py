@@ -156,10 +156,11 @@ def train(cfg: HybridTrainingConfig) -> Path:
     loader = DataLoader(
         PairDataset(data, cfg.hard_negatives), batch_sampler=sampler, num_workers=cfg.num_workers,
         collate_fn=PairCollator(encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length),
-        persistent_workers=cfg.num_workers > 0,
+        persistent_workers=cfg.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
     )
     params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
+                                  fused=accelerator.device.type == "cuda")
     warmup = int(cfg.max_steps * cfg.warmup_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (cfg.max_steps - s) / max(1, cfg.max_steps - warmup))))
@@ -175,6 +176,9 @@ def train(cfg: HybridTrainingConfig) -> Path:
         accelerator.print(f"resumed from {latest} at step {step}")
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
+        if step == 0:  # a fresh run does not append to an earlier run's logs
+            for old_log in [output_dir / "train_log.jsonl", *output_dir.glob("batches-rank*.jsonl")]:
+                old_log.unlink(missing_ok=True)
         (output_dir / "training_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     accelerator.wait_for_everyone()
     batch_log = open(output_dir / f"batches-rank{accelerator.process_index}.jsonl", "a") if cfg.log_batches else None
@@ -191,7 +195,9 @@ def train(cfg: HybridTrainingConfig) -> Path:
     while step < cfg.max_steps:
         sampler.set_epoch(step // steps_per_epoch, start_batch=step % steps_per_epoch)
         for batch in loader:
-            q, p = batch["query"].to(accelerator.device), batch["passage"].to(accelerator.device)
+            batch_tokens = int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum())
+            q = batch["query"].to(accelerator.device, non_blocking=True)
+            p = batch["passage"].to(accelerator.device, non_blocking=True)
             loss = loss_fn(model(q["input_ids"], q["attention_mask"]), model(p["input_ids"], p["attention_mask"]))
             accelerator.backward(loss)
             optimizer.step()
@@ -199,7 +205,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             pairs_seen += len(batch["meta"]["group_id"]) * accelerator.num_processes
-            tokens_seen += int(q["attention_mask"].sum() + p["attention_mask"].sum()) * accelerator.num_processes
+            tokens_seen += batch_tokens * accelerator.num_processes
             window_loss.append(loss.detach())
             if batch_log is not None:
                 batch_log.write(json.dumps({"step": step, **batch["meta"]}) + "\n")
