@@ -158,6 +158,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
         collate_fn=PairCollator(encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length),
         persistent_workers=cfg.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
     )
+    encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     params = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=accelerator.device.type == "cuda")
