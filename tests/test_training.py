@@ -138,3 +138,14 @@ def test_hard_negatives_join_the_passages(tiny_model_dir, tmp_path):
     encoder = Encoder.from_pretrained(str(tiny_model_dir))
     batch = PairCollator(encoder.tokenizer, encoder.prefixes, 32, 32)([PairDataset(ds, 1)[(0, 1)], PairDataset(ds, 1)[(2, 3)]])
     assert batch["query"]["input_ids"].shape[0] == 2 and batch["passage"]["input_ids"].shape[0] == 4
+
+
+def test_bf16_with_gradient_checkpointing(tiny_model_dir, tmp_path):
+    # a process of its own: accelerate keeps one mixed-precision setting per process
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "hf_hybrid.cli", "train", "--model", str(tiny_model_dir), "--data", "demo",
+         "--batch_size", "4", "--max_steps", "2", "--mixed_precision", "bf16", "--gradient_checkpointing", "true",
+         "--output_dir", str(tmp_path / "bf16")], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "bf16" / "train_summary.json").read_text())["steps"] == 2
