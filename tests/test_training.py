@@ -136,8 +136,14 @@ def test_hard_negatives_join_the_passages(tiny_model_dir, tmp_path):
 
     ds = load_parallel_qa(str(data))
     encoder = Encoder.from_pretrained(str(tiny_model_dir))
-    batch = PairCollator(encoder.tokenizer, encoder.prefixes, 32, 32)([PairDataset(ds, 1)[(0, 1)], PairDataset(ds, 1)[(2, 3)]])
+    pairs = PairDataset(ds, encoder.tokenizer, encoder.prefixes, 32, 32, hard_negatives=1)
+    batch = PairCollator(encoder.tokenizer.pad_token_id)([pairs[(0, 1)], pairs[(2, 3)]])
     assert batch["query"]["input_ids"].shape[0] == 2 and batch["passage"]["input_ids"].shape[0] == 4
+    # padding the pre-tokenized rows gives what the encoder's own tokenization gives
+    expected = encoder.tokenize([ds[1]["passage"], ds[3]["passage"], *ds[1]["hard_negatives"], *ds[3]["hard_negatives"]],
+                                "passage", max_length=32)
+    assert torch.equal(batch["passage"]["input_ids"], expected["input_ids"])
+    assert torch.equal(batch["passage"]["attention_mask"], expected["attention_mask"])
 
 
 def test_bf16_with_gradient_checkpointing(tiny_model_dir, tmp_path):

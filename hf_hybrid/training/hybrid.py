@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from hf_hybrid.config import config_to_dict
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
-from hf_hybrid.models.encoder import Encoder, tokenize
+from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import make_sampler
 from hf_hybrid.training.loss import InBatchNegativesLoss
 
@@ -74,42 +74,61 @@ class HybridTrainingConfig:
 
 
 class PairDataset(torch.utils.data.Dataset):
-    """Indexed by (query_row, passage_row) pairs from a sampler."""
+    """Indexed by (query_row, passage_row) pairs from a sampler. Every text is tokenized once,
+    up front, so a training step only pads."""
 
-    def __init__(self, rows, hard_negatives: int = 0):
-        self.queries, self.passages = rows["query"], rows["passage"]
+    def __init__(self, rows, tokenizer, prefixes: dict[str, str], max_query_length: int,
+                 max_passage_length: int, hard_negatives: int = 0):
+        def token_ids(texts, prefix, max_length):
+            return tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length)["input_ids"]
+
+        self.query_ids = token_ids(rows["query"], prefixes["query"], max_query_length)
+        self.passage_ids = token_ids(rows["passage"], prefixes["passage"], max_passage_length)
         self.langs, self.groups = rows["lang"], rows["group_id"]
-        self.negatives = rows["hard_negatives"] if hard_negatives and "hard_negatives" in rows.column_names else None
-        if hard_negatives and self.negatives is None:
-            raise ValueError("hard_negatives > 0 but the data has no 'hard_negatives' column")
-        self.hard_negatives = hard_negatives
+        self.negative_ids = None
+        if hard_negatives:
+            if "hard_negatives" not in rows.column_names:
+                raise ValueError("hard_negatives > 0 but the data has no 'hard_negatives' column")
+            self.negative_ids = []
+            for lang, group, negatives in zip(self.langs, self.groups, rows["hard_negatives"]):
+                if len(negatives or []) < hard_negatives:
+                    raise ValueError(f"group {group!r} ({lang}) has {len(negatives or [])} hard negatives, "
+                                     f"{hard_negatives} needed")
+                self.negative_ids.append(token_ids(negatives[:hard_negatives], prefixes["passage"], max_passage_length))
 
     def __len__(self):
-        return len(self.queries)
+        return len(self.query_ids)
 
     def __getitem__(self, pair):
         q, p = pair
-        item = {"query": self.queries[q], "passage": self.passages[p], "query_lang": self.langs[q],
+        item = {"query": self.query_ids[q], "passage": self.passage_ids[p], "query_lang": self.langs[q],
                 "passage_lang": self.langs[p], "group_id": self.groups[q]}
-        if self.negatives is not None:
-            negatives = list(self.negatives[p] or [])[: self.hard_negatives]
-            if len(negatives) < self.hard_negatives:
-                raise ValueError(f"group {self.groups[p]!r} ({self.langs[p]}) has {len(negatives)} hard negatives, "
-                                 f"{self.hard_negatives} needed")
-            item["negatives"] = negatives
+        if self.negative_ids is not None:
+            item["negatives"] = self.negative_ids[p]
         return item
 
 
+def pad(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    longest = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        input_ids[i, : len(seq)] = torch.tensor(seq)
+        attention_mask[i, : len(seq)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
 class PairCollator:
-    def __init__(self, tokenizer, prefixes: dict[str, str], max_query_length: int, max_passage_length: int):
-        self.tokenizer, self.prefixes = tokenizer, prefixes
-        self.max_query_length, self.max_passage_length = max_query_length, max_passage_length
+    """Queries, then passages (positives first, then each pair's hard negatives), padded."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
 
     def __call__(self, items):
         passages = [it["passage"] for it in items] + [n for it in items for n in it.get("negatives", [])]
         return {
-            "query": tokenize(self.tokenizer, [it["query"] for it in items], self.prefixes["query"], self.max_query_length),
-            "passage": tokenize(self.tokenizer, passages, self.prefixes["passage"], self.max_passage_length),
+            "query": pad([it["query"] for it in items], self.pad_id),
+            "passage": pad(passages, self.pad_id),
             "meta": {k: [it[k] for it in items] for k in ("group_id", "query_lang", "passage_lang")},
         }
 
@@ -153,9 +172,10 @@ def train(cfg: HybridTrainingConfig) -> Path:
     sampler = make_sampler(cfg.sampler, data, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
                            num_replicas=accelerator.num_processes, rank=accelerator.process_index)
     encoder = build_encoder(cfg)
+    pairs = PairDataset(data, encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length,
+                        cfg.hard_negatives)
     loader = DataLoader(
-        PairDataset(data, cfg.hard_negatives), batch_sampler=sampler, num_workers=cfg.num_workers,
-        collate_fn=PairCollator(encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length),
+        pairs, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=PairCollator(encoder.tokenizer.pad_token_id),
         persistent_workers=cfg.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
     )
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
@@ -197,8 +217,8 @@ def train(cfg: HybridTrainingConfig) -> Path:
         sampler.set_epoch(step // steps_per_epoch, start_batch=step % steps_per_epoch)
         for batch in loader:
             batch_tokens = int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum())
-            q = batch["query"].to(accelerator.device, non_blocking=True)
-            p = batch["passage"].to(accelerator.device, non_blocking=True)
+            q = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch["query"].items()}
+            p = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch["passage"].items()}
             loss = loss_fn(model(q["input_ids"], q["attention_mask"]), model(p["input_ids"], p["attention_mask"]))
             accelerator.backward(loss)
             optimizer.step()
