@@ -43,7 +43,7 @@ def train_command(argv: list[str]) -> int:
     from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    train(parse_config(HybridTrainingConfig, argv))
+    train(parse_config(HybridTrainingConfig, argv, prog="hf-hybrid train"))
     return 0
 
 
@@ -52,7 +52,7 @@ def eval_command(argv: list[str]) -> int:
     from hf_hybrid.evaluation.retrieval import markdown_table
     from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
 
-    results = run_evaluation(parse_config(EvalConfig, argv))
+    results = run_evaluation(parse_config(EvalConfig, argv, prog="hf-hybrid eval"))
     print(markdown_table(results))
     return 0
 

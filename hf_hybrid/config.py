@@ -30,7 +30,7 @@ def _as_flags(values: dict) -> list[str]:
     return flags
 
 
-def parse_config(config_class: type[T], argv: list[str] | None = None) -> T:
+def parse_config(config_class: type[T], argv: list[str] | None = None, prog: str | None = None) -> T:
     argv = list(sys.argv[1:] if argv is None else argv)
     from_yaml: dict = {}
     if "--config" in argv:
@@ -51,7 +51,7 @@ def parse_config(config_class: type[T], argv: list[str] | None = None) -> T:
         unknown = sorted(set(from_yaml) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
-    parser = HfArgumentParser(config_class)
+    parser = HfArgumentParser(config_class, prog=prog)
     (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
     return config
 
