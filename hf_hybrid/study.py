@@ -54,16 +54,17 @@ def run_study(cfg: StudyConfig) -> dict:
             if arm != "base" and not cfg.keep_models:
                 shutil.rmtree(arm_dir / "model", ignore_errors=True)
     table = {arm: {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]} for arm, rows in per_fold.items()}
-    study = {"config": dataclasses.asdict(cfg), "per_fold": per_fold, "mean_over_folds": table}
+    study = {"config": dataclasses.asdict(cfg), "n_languages": len(results["languages"]), "per_fold": per_fold,
+             "mean_over_folds": table}
     root.mkdir(parents=True, exist_ok=True)
     (root / "study.json").write_text(json.dumps(study, indent=2) + "\n")
-    (root / "study.md").write_text(study_table(table, len(cfg.languages or []) or None) + "\n")
+    (root / "study.md").write_text(study_table(table, study["n_languages"]) + "\n")
     return study
 
 
-def study_table(table: dict, n_languages: int | None = None) -> str:
-    share = f"same-language share of top-{n_languages}" if n_languages else "same-language share of top-k"
-    lines = [f"| arm | monolingual mAP | cross-lingual mAP | multilingual mAP | {share} |", "|---|---|---|---|---|"]
+def study_table(table: dict, n_languages: int) -> str:
+    lines = [f"| arm | monolingual mAP | cross-lingual mAP | multilingual mAP | same-language share of top-{n_languages} |",
+             "|---|---|---|---|---|"]
     for arm, m in table.items():
         lines.append(f"| {arm} | {m.get('monolingual', float('nan')):.3f} | {m.get('cross-lingual', float('nan')):.3f} | "
                      f"{m.get('multilingual', float('nan')):.3f} | {m.get('same_language_share', float('nan')):.2f} |")

@@ -15,7 +15,7 @@ from hf_hybrid.study import StudyConfig, run_study, study_table
 def main(argv):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     study = run_study(parse_config(StudyConfig, argv))
-    print(study_table(study["mean_over_folds"]))
+    print(study_table(study["mean_over_folds"], study["n_languages"]))
     return 0
 
 
