@@ -41,8 +41,3 @@ def normalize_lang(code: str) -> str:
         )
     return getattr(entry, "alpha_2", None) or entry.alpha_3
 
-
-def language_name(code: str) -> str:
-    canonical = normalize_lang(code)
-    entry = pycountry.languages.get(alpha_2=canonical) if len(canonical) == 2 else pycountry.languages.get(alpha_3=canonical)
-    return entry.name.split(" (")[0]

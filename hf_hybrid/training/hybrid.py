@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import math
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -20,7 +18,6 @@ from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import make_sampler
 from hf_hybrid.training.loss import InBatchNegativesLoss
 
-logger = logging.getLogger(__name__)
 
 
 @dataclass
