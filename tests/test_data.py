@@ -107,3 +107,12 @@ def test_mlqa_keeps_questions_present_in_every_language(tmp_path):
     assert sorted(set(rows["group_id"])) == ["a", "c"] and len(rows) == 4
     with pytest.raises(DataError, match="file not found"):
         load_mlqa(tmp_path, ["en", "es"])
+
+
+def test_saved_dataset_folder_is_not_taken_for_xquad_r(tmp_path):
+    from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
+
+    load_demo(["en", "sw"]).save_to_disk(str(tmp_path / "saved"))
+    assert len(load_parallel_qa(str(tmp_path / "saved"))) == 120
+    bench = load_benchmark(EvalConfig(data=str(tmp_path / "saved")))
+    assert bench.languages == ["en", "sw"] and len(bench.candidates["en"]) == 60

@@ -8,6 +8,7 @@ query, passage, article_id (the unit for splits), title, and optionally hard_neg
 from __future__ import annotations
 
 import json
+import random
 from collections import defaultdict
 from pathlib import Path
 
@@ -15,7 +16,6 @@ from datasets import Dataset
 
 from hf_hybrid.languages import normalize_lang
 
-COLUMNS = ("group_id", "lang", "query", "passage", "article_id", "title")
 DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
 DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
 
@@ -227,6 +227,17 @@ def load_columns(dataset: Dataset, languages: list[str] | None = None, source: s
     return make_parallel_qa(rows, languages, source=source)
 
 
+def folder_kind(path: Path) -> str | None:
+    """"xquad" (xquad.<lang>.json), "saved" (save_to_disk), "xquad-r" (<lang>.json), or None."""
+    if list(path.glob("xquad.*.json")):
+        return "xquad"
+    if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+        return "saved"
+    if list(path.glob("*.json")):
+        return "xquad-r"
+    return None
+
+
 def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train") -> Dataset:
     """One entry point: `demo`, an XQuAD or XQuAD-R folder, a .jsonl/.json/.csv/.parquet file,
     a folder saved with `save_to_disk`, or a Hub dataset id."""
@@ -234,21 +245,20 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
         return load_demo(languages)
     path = Path(source)
     if path.is_dir():
-        if list(path.glob("xquad.*.json")):
+        kind = folder_kind(path)
+        if kind == "xquad":
             return load_xquad(path, languages)
-        if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+        if kind == "saved":
             from datasets import load_from_disk
             return load_columns(load_from_disk(str(path)), languages, source=source)
-        if list(path.glob("*.json")):
+        if kind == "xquad-r":
             return load_xquad_r(path, languages)
         raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
+    if path.suffix in (".jsonl", ".json", ".csv", ".parquet") and not path.is_file():
+        raise DataError(f"file not found: {path}")
     if path.suffix == ".jsonl":
-        if not path.is_file():
-            raise DataError(f"file not found: {path}")
         return make_parallel_qa(_read_jsonl(path), languages, source=source)
     if path.suffix in (".json", ".csv", ".parquet"):
-        if not path.is_file():
-            raise DataError(f"file not found: {path}")
         from datasets import load_dataset
         builder = {".json": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
         return load_columns(load_dataset(builder, data_files=str(path), split="train"), languages, source=source)
@@ -270,24 +280,22 @@ def split_by_article(ds: Dataset, n_folds: int = 2, fold: int = 0) -> tuple[Data
     articles = list(dict.fromkeys(ds["article_id"]))
     if len(articles) < n_folds:
         raise DataError(f"{len(articles)} article(s) cannot make {n_folds} folds")
-    test_articles = {a for k, a in enumerate(articles) if k % n_folds == fold}
-    in_test = [a in test_articles for a in ds["article_id"]]
-    train = ds.select([i for i, t in enumerate(in_test) if not t])
-    test = ds.select([i for i, t in enumerate(in_test) if t])
-    return train, test
+    return _partition(ds, {a for k, a in enumerate(articles) if k % n_folds == fold})
+
+
+def _partition(ds: Dataset, articles: set[str]) -> tuple[Dataset, Dataset]:
+    """(rows outside `articles`, rows inside them)."""
+    inside = [a in articles for a in ds["article_id"]]
+    return (ds.select([i for i, f in enumerate(inside) if not f]), ds.select([i for i, f in enumerate(inside) if f]))
 
 
 def holdout_articles(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
     """(rest, held-out) with about `fraction` of the articles held out, chosen with `seed`."""
-    import random
-
     articles = list(dict.fromkeys(ds["article_id"]))
     k = max(1, round(len(articles) * fraction))
     if k >= len(articles):
         raise DataError(f"holding out {fraction} of {len(articles)} article(s) leaves none to train on")
-    held = set(random.Random(seed).sample(articles, k))
-    flags = [a in held for a in ds["article_id"]]
-    return (ds.select([i for i, f in enumerate(flags) if not f]), ds.select([i for i, f in enumerate(flags) if f]))
+    return _partition(ds, set(random.Random(seed).sample(articles, k)))
 
 
 SPLITS = ("all", "train", "dev", "test")

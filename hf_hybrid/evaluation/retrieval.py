@@ -39,19 +39,20 @@ class ParallelBenchmark:
         candidates = {l: [] for l in languages}
         index = {l: {} for l in languages}
         relevant = {l: {} for l in languages}
+
+        def candidate_index(lang: str, text: str) -> int:
+            if text not in index[lang]:
+                index[lang][text] = len(candidates[lang])
+                candidates[lang].append(text)
+            return index[lang][text]
+
         for lang, group, query, passage in zip(rows["lang"], rows["group_id"], rows["query"], rows["passage"]):
             queries[lang].append((group, query))
-            if passage not in index[lang]:
-                index[lang][passage] = len(candidates[lang])
-                candidates[lang].append(passage)
-            relevant[lang][group] = index[lang][passage]
+            relevant[lang][group] = candidate_index(lang, passage)
         for lang, texts in (extra_candidates or {}).items():
-            if lang not in index:
-                continue
-            for text in texts:
-                if text not in index[lang]:
-                    index[lang][text] = len(candidates[lang])
-                    candidates[lang].append(text)
+            if lang in index:
+                for text in texts:
+                    candidate_index(lang, text)
         return cls(languages, queries, candidates, relevant)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_hybrid.config import config_to_dict
-from hf_hybrid.data.parallel_qa import load_parallel_qa, select_split, xquad_r_candidates
+from hf_hybrid.data.parallel_qa import folder_kind, load_parallel_qa, select_split, xquad_r_candidates
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
 
 
@@ -33,7 +33,7 @@ def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
     rows = select_split(rows, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction)
     extra = None
     data_dir = Path(cfg.data)
-    if cfg.all_sentences and data_dir.is_dir() and not list(data_dir.glob("xquad.*.json")) and list(data_dir.glob("*.json")):
+    if cfg.all_sentences and data_dir.is_dir() and folder_kind(data_dir) == "xquad-r":
         extra = xquad_r_candidates(data_dir, sorted(set(rows["lang"])), set(rows["article_id"]))
     return ParallelBenchmark.from_rows(rows, extra)
 

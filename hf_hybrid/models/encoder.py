@@ -85,7 +85,8 @@ class Encoder(nn.Module):
     def tokenize(self, texts: list[str], kind: str, max_length: int | None = None):
         if kind not in TEXT_KINDS:
             raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
-        return tokenize(self.tokenizer, texts, self.prefixes[kind], max_length or self.max_length)
+        return self.tokenizer([self.prefixes[kind] + t for t in texts], padding=True, truncation=True,
+                              max_length=max_length or self.max_length, return_tensors="pt")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -149,11 +150,6 @@ class Encoder(nn.Module):
             "similarity_fn_name": "cosine",
         })
         return path
-
-
-def tokenize(tokenizer, texts: list[str], prefix: str, max_length: int):
-    return tokenizer([prefix + t for t in texts], padding=True, truncation=True, max_length=max_length,
-                     return_tensors="pt")
 
 
 def _saved_settings(path: Path) -> dict:
