@@ -19,9 +19,12 @@ class HybridBatchSampler:
     cross-lingual (each pair its own ordered language pair, query language != passage language)."""
 
     name = "hybrid"
+    fixed_alpha: float | None = None  # baselines fix the share of monolingual batches
 
     def __init__(self, dataset, batch_size: int, alpha: float = 0.5, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0):
+        if self.fixed_alpha is not None:
+            alpha = self.fixed_alpha
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha}")
         if batch_size < 1:
@@ -95,27 +98,21 @@ class MonolingualBatchSampler(HybridBatchSampler):
     """X-X: every batch monolingual, its language drawn per batch."""
 
     name = "x-x"
-
-    def __init__(self, dataset, batch_size, seed=0, num_replicas=1, rank=0, **_):
-        super().__init__(dataset, batch_size, alpha=1.0, seed=seed, num_replicas=num_replicas, rank=rank)
+    fixed_alpha = 1.0
 
 
 class CrossLingualBatchSampler(HybridBatchSampler):
     """X-Y: every batch cross-lingual."""
 
     name = "x-y"
-
-    def __init__(self, dataset, batch_size, seed=0, num_replicas=1, rank=0, **_):
-        super().__init__(dataset, batch_size, alpha=0.0, seed=seed, num_replicas=num_replicas, rank=rank)
+    fixed_alpha = 0.0
 
 
 class EnglishOnlyBatchSampler(HybridBatchSampler):
     """En-En: English queries and passages only."""
 
     name = "en-en"
-
-    def __init__(self, dataset, batch_size, seed=0, num_replicas=1, rank=0, **_):
-        super().__init__(dataset, batch_size, alpha=1.0, seed=seed, num_replicas=num_replicas, rank=rank)
+    fixed_alpha = 1.0
 
     def _check_languages(self) -> None:
         if "en" not in self.languages:
@@ -130,9 +127,7 @@ class RandomPairBatchSampler(HybridBatchSampler):
     """Unconstrained: each pair's query and passage languages drawn independently (may be equal)."""
 
     name = "random"
-
-    def __init__(self, dataset, batch_size, seed=0, num_replicas=1, rank=0, **_):
-        super().__init__(dataset, batch_size, alpha=0.0, seed=seed, num_replicas=num_replicas, rank=rank)
+    fixed_alpha = 0.0
 
     def draw_languages(self, rng, n):
         n_lang = len(self.languages)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,8 +36,6 @@ def summarize(results: dict) -> dict:
 
 
 def run_study(cfg: StudyConfig) -> dict:
-    import shutil
-
     root = Path(cfg.output_dir)
     per_fold: dict[str, list[dict]] = {arm: [] for arm in cfg.arms}
     for fold in cfg.folds:
