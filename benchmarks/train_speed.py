@@ -27,11 +27,12 @@ from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 def pairs_in_training_order(data, cfg: HybridTrainingConfig) -> list[tuple[str, str]]:
     """The pairs hf-hybrid's loop will see (single process), in order."""
     sampler = make_sampler(cfg.sampler, data, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed)
+    queries, passages = data["query"], data["passage"]
     pairs, epoch = [], 0
     while len(pairs) < cfg.max_steps * cfg.batch_size:
         sampler.set_epoch(epoch)
         for batch in sampler:
-            pairs += [(data[q]["query"], data[p]["passage"]) for q, p in batch]
+            pairs += [(queries[q], passages[p]) for q, p in batch]
         epoch += 1
     return pairs[: cfg.max_steps * cfg.batch_size]
 

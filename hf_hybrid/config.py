@@ -54,7 +54,3 @@ def parse_config(config_class: type[T], argv: list[str] | None = None, prog: str
     parser = HfArgumentParser(config_class, prog=prog)
     (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
     return config
-
-
-def config_to_dict(config) -> dict:
-    return dataclasses.asdict(config)

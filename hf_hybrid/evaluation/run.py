@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_hybrid.config import config_to_dict
 from hf_hybrid.data.parallel_qa import folder_kind, load_parallel_qa, select_split, xquad_r_candidates
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
 
@@ -46,7 +46,7 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
     started = time.perf_counter()
     results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size)
     results["seconds"] = time.perf_counter() - started
-    results["config"] = config_to_dict(cfg)
+    results["config"] = dataclasses.asdict(cfg)
     results["sizes"] = {l: {"queries": len(bench.queries[l]), "candidates": len(bench.candidates[l])} for l in bench.languages}
     if cfg.output_dir:
         out = Path(cfg.output_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -12,12 +13,10 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from hf_hybrid.config import config_to_dict
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import make_sampler
 from hf_hybrid.training.loss import InBatchNegativesLoss
-
 
 
 @dataclass
@@ -197,7 +196,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
         if step == 0:  # a fresh run does not append to an earlier run's logs
             for old_log in [output_dir / "train_log.jsonl", *output_dir.glob("batches-rank*.jsonl")]:
                 old_log.unlink(missing_ok=True)
-        (output_dir / "training_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        (output_dir / "training_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     accelerator.wait_for_everyone()
     batch_log = open(output_dir / f"batches-rank{accelerator.process_index}.jsonl", "a") if cfg.log_batches else None
 
