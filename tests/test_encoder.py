@@ -43,7 +43,7 @@ def test_not_an_encoder(tmp_path):
 
 
 def test_missing_model(tmp_path):
-    with pytest.raises(EncoderLoadError, match="cannot load model"):
+    with pytest.raises(EncoderLoadError, match="cannot load model .*: no such folder"):
         Encoder.from_pretrained(str(tmp_path / "nowhere"))
 
 

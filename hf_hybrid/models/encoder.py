@@ -52,6 +52,8 @@ class Encoder(nn.Module):
         from hf_hybrid.models.offline import resolve_model_path
 
         path = resolve_model_path(name_or_path)
+        if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+            raise EncoderLoadError(f"cannot load model {name_or_path!r}: no such folder")
         try:
             config = AutoConfig.from_pretrained(path)
         except (OSError, ValueError) as err:
