@@ -7,14 +7,32 @@ import torch.distributed as dist
 from torch import nn
 
 
+class _AllGatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every process's gradient and returns this rank's rows.
+
+    Plain collectives only: gloo aborts at exit after torch.distributed.nn's autograd all_gather.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        ctx.rows = x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        start = dist.get_rank() * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """All processes' `x` concatenated (gradients flow back to each owner) and this rank's offset."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x, 0
-    from torch.distributed._functional_collectives import all_gather_tensor_autograd
-
-    # backward is a reduce-scatter: each process gets the gradient of its own rows from every process
-    return all_gather_tensor_autograd(x.contiguous(), gather_dim=0, group=dist.group.WORLD), dist.get_rank() * x.shape[0]
+    return _AllGatherWithGrad.apply(x), dist.get_rank() * x.shape[0]
 
 
 class InBatchNegativesLoss(nn.Module):
