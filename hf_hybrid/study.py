@@ -31,7 +31,7 @@ class StudyConfig(HybridTrainingConfig):
 def summarize(results: dict) -> dict:
     out = {s: results[s]["average"]["map"] for s in SETTINGS if s in results}
     if "multilingual" in results:
-        out["same_language_share"] = results["multilingual"]["same_language_top_k_share_mean"]
+        out["same_language_share"] = results["multilingual"]["bias"]["same_language_share_mean"]
     return out
 
 

@@ -41,7 +41,14 @@ def test_hand_computed_map():
     # en->de: q0en scores p0de .7 > p1de .1 (rank 1); q1en: p1de .8 > p0de .2 (rank 1)
     assert r["cross-lingual"]["per_setting"]["en-de"]["map"] == pytest.approx(1.0)
     # top-2 of q0en is (p0en, p1en): both English; of q1en (p1en, p1de): one of two
-    assert r["multilingual"]["same_language_top_k_share"]["en"] == pytest.approx(0.75)
+    bias = r["multilingual"]["bias"]
+    assert bias["same_language_share"]["en"] == pytest.approx(0.75)
+    assert bias["same_language_preference"]["en"] == pytest.approx(0.75 / 0.5)
+    # ranks of the relevant (de, en) candidates: q0en (3, 1), q1en (2, 1); the de queries embed like
+    # the en ones, so the same. English answers always come first: German ones are pushed down.
+    assert bias["rank_distance"]["en"] == pytest.approx((2 + 1) / 2)
+    assert bias["mean_rank"]["en"] == {"de": pytest.approx(2.5), "en": pytest.approx(1.0)}
+    assert bias["mean_rank_by_candidate_language"] == {"de": pytest.approx(2.5), "en": pytest.approx(1.0)}
     assert "| multilingual |" in markdown_table(r)
 
 
@@ -79,6 +86,29 @@ def test_matches_a_naive_implementation():
             exp = [naive_metrics(vectors[f"q{g}{ql}"], cands, [g]) for g in range(n)]
             assert r["cross-lingual"]["per_setting"][f"{ql}-{cl}"]["map"] == pytest.approx(sum(e[0] for e in exp) / n)
     assert len(r["cross-lingual"]["per_setting"]) == 6
+
+
+def test_rank_correlation_matches_scipy():
+    from scipy.stats import spearmanr
+
+    torch.manual_seed(1)
+    langs, n = ["de", "en", "sw"], 12
+    vectors = {}
+    for g in range(n):
+        topic = torch.randn(8)
+        for l in langs:
+            vectors[f"q{g}{l}"] = topic + torch.randn(8)
+            vectors[f"p{g}{l}"] = topic + torch.randn(8)
+    r = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), settings=["multilingual"], progress=False, query_chunk=5)
+    pool = torch.stack([vectors[f"p{g}{l}"] for l in langs for g in range(n)]).numpy()
+    for a in langs:
+        expected = [sum(spearmanr(pool @ vectors[f"q{g}{a}"].numpy(), pool @ vectors[f"q{g}{b}"].numpy()).statistic
+                        for b in langs if b != a) / (len(langs) - 1) for g in range(n)]
+        assert r["multilingual"]["bias"]["rank_correlation"][a] == pytest.approx(sum(expected) / n)
+    # a language-blind ranker (every query of a group embeds alike) ranks the pool identically
+    same = {k: (vectors[f"q{k[1:-2]}en"] if k.startswith("q") else v) for k, v in vectors.items()}
+    blind = evaluate_parallel(LookupEncoder(same), bench(langs, n), settings=["multilingual"], progress=False)
+    assert blind["multilingual"]["bias"]["rank_correlation_mean"] == pytest.approx(1.0)
 
 
 def test_extra_candidates_join_the_pool():

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import torch
 
+from hf_hybrid.evaluation.bias import rank_correlations, rank_distance, same_language_share
+
 SETTINGS = ("monolingual", "cross-lingual", "multilingual")
 RECALL_KS = (1, 5, 10, 100)
 
@@ -122,19 +124,60 @@ def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batc
         if per:
             results["cross-lingual"] = {"per_setting": per, "average": _average(per)}
     if "multilingual" in settings:
-        per, same_share = {}, {}
-        for i, l in enumerate(langs):
-            ranks, top = ranks_for(l, langs)
-            per[l] = _metrics_from_ranks(ranks)
-            same_share[l] = (top == i).double().mean().item()
-        results["multilingual"] = {
-            "per_setting": per, "average": _average(per),
-            # share of the top-|L| candidates in the query's own language; a language-blind ranker gives 1/|L|
-            "same_language_top_k_share": same_share,
-            "same_language_top_k_share_mean": sum(same_share.values()) / len(same_share),
-            "language_blind_share": 1 / len(langs),
-        }
+        results["multilingual"] = _multilingual(bench, q_emb, c_emb, ranks_for, query_chunk)
     return results
+
+
+def _multilingual(bench: ParallelBenchmark, q_emb: dict, c_emb: dict, ranks_for, query_chunk: int) -> dict:
+    """Retrieval metrics per query language in the pool of all languages, and the language-bias profile."""
+    langs = bench.languages
+    pool_size = {l: len(bench.candidates[l]) for l in langs}
+    total = sum(pool_size.values())
+    per, share, distance, mean_rank = {}, {}, {}, {}
+    for i, l in enumerate(langs):
+        ranks, top = ranks_for(l, langs)
+        per[l] = _metrics_from_ranks(ranks)
+        share[l] = same_language_share(top, i).mean().item()
+        distance[l] = rank_distance(ranks).mean().item()
+        mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(langs)}
+    blind = {l: pool_size[l] / total for l in langs}
+    bias = {
+        "top_k": len(langs),
+        "same_language_share": share,
+        "language_blind_share": blind,
+        "same_language_preference": {l: share[l] / blind[l] for l in langs},
+        "mean_rank": mean_rank,
+        "mean_rank_by_candidate_language": {c: _mean(mean_rank[q][c] for q in langs) for c in langs},
+        "rank_distance": distance,
+    }
+    if len(langs) > 1:
+        bias["rank_correlation"] = _rank_correlation(bench, q_emb, c_emb, query_chunk)
+    for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
+        if key in bias:
+            bias[f"{key}_mean"] = _mean(bias[key].values())
+    return {"per_setting": per, "average": _average(per), "bias": bias}
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _rank_correlation(bench: ParallelBenchmark, q_emb: dict, c_emb: dict, query_chunk: int) -> dict[str, float]:
+    """Mean Spearman correlation of each language's pool ranking with its parallel queries' rankings,
+    over the groups asked in every language."""
+    langs = bench.languages
+    position = {l: {g: i for i, (g, _) in enumerate(bench.queries[l])} for l in langs}
+    common = sorted(set.intersection(*(set(position[l]) for l in langs)))
+    pool = torch.cat([c_emb[l] for l in langs])
+    index = {l: torch.tensor([position[l][g] for g in common], dtype=torch.long) for l in langs}
+    chunk = max(1, min(query_chunk, 2**24 // (len(langs) * len(pool))))
+    parts = []
+    for s in range(0, len(common), chunk):
+        queries = torch.stack([q_emb[l][index[l][s : s + chunk].to(pool.device)] for l in langs], dim=1)
+        parts.append(rank_correlations(queries @ pool.T).cpu())
+    per_query = torch.cat(parts)
+    return {l: per_query[:, i].mean().item() for i, l in enumerate(langs)}
 
 
 def markdown_table(results: dict, metric: str = "map") -> str:
@@ -154,7 +197,13 @@ def markdown_table(results: dict, metric: str = "map") -> str:
             cells = [f"{per[l][metric]:.3f}" for l in langs]
         lines.append(f"| {setting} | " + " | ".join(cells) + f" | {results[setting]['average'][metric]:.3f} |")
     if "multilingual" in results:
-        share = results["multilingual"]["same_language_top_k_share"]
-        lines.append(f"| same-language share of top-{len(langs)} | " + " | ".join(f"{share[l]:.2f}" for l in langs)
-                     + f" | {results['multilingual']['same_language_top_k_share_mean']:.2f} |")
+        bias = results["multilingual"]["bias"]
+        rows = [(f"same-language share of top-{bias['top_k']}", "same_language_share", ".2f"),
+                ("mean rank of the relevant candidate in this language", "mean_rank_by_candidate_language", ".1f"),
+                ("rank distance", "rank_distance", ".1f"), ("rank correlation", "rank_correlation", ".3f")]
+        for label, key, fmt in rows:
+            if key in bias:
+                values = bias[key]
+                lines.append(f"| {label} | " + " | ".join(f"{values[l]:{fmt}}" for l in langs)
+                             + f" | {_mean(values.values()):{fmt}} |")
     return "\n".join(lines)
