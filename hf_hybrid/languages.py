@@ -41,3 +41,23 @@ def normalize_lang(code: str) -> str:
         )
     return getattr(entry, "alpha_2", None) or entry.alpha_3
 
+
+
+# The usual script of languages not written in Latin script (for MTEB's `eng-Latn` style codes).
+_SCRIPTS = {
+    "ar": "Arab", "fa": "Arab", "ur": "Arab", "ps": "Arab", "ckb": "Arab", "ug": "Arab", "sd": "Arab",
+    "zh": "Hans", "ja": "Jpan", "ko": "Kore", "th": "Thai", "lo": "Laoo", "km": "Khmr", "my": "Mymr",
+    "hi": "Deva", "mr": "Deva", "ne": "Deva", "sa": "Deva", "mai": "Deva", "bho": "Deva",
+    "bn": "Beng", "as": "Beng", "pa": "Guru", "gu": "Gujr", "or": "Orya", "ta": "Taml", "te": "Telu",
+    "kn": "Knda", "ml": "Mlym", "si": "Sinh", "el": "Grek", "he": "Hebr", "yi": "Hebr", "hy": "Armn",
+    "ka": "Geor", "am": "Ethi", "ti": "Ethi", "bo": "Tibt", "dv": "Thaa",
+    "ru": "Cyrl", "uk": "Cyrl", "be": "Cyrl", "bg": "Cyrl", "mk": "Cyrl", "sr": "Cyrl", "kk": "Cyrl",
+    "ky": "Cyrl", "tg": "Cyrl", "mn": "Cyrl", "tt": "Cyrl", "ba": "Cyrl",
+}
+
+
+def mteb_language_code(lang: str, script: str | None = None) -> str:
+    """MTEB's language code (ISO 639-3 plus ISO 15924 script, e.g. `eng-Latn`) for a code of ours."""
+    lang = normalize_lang(lang)
+    entry = pycountry.languages.get(alpha_2=lang) if len(lang) == 2 else pycountry.languages.get(alpha_3=lang)
+    return f"{entry.alpha_3}-{script or _SCRIPTS.get(lang, 'Latn')}"

@@ -83,101 +83,125 @@ def _average(per_setting: dict[str, dict[str, float]]) -> dict[str, float]:
     return {k: sum(m[k] for m in per_setting.values()) / len(per_setting) for k in keys}
 
 
-def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batch_size: int = 128,
-                      progress: bool = True, query_chunk: int = 512) -> dict:
+def check_settings(settings) -> None:
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)} (expected {', '.join(SETTINGS)})")
+
+
+def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batch_size: int = 128,
+                      progress: bool = True, query_chunk: int = 512) -> dict:
+    """Encode each language's queries and candidates once, then score every requested setting."""
+    check_settings(settings)
     device = encoder.device
     langs = bench.languages
     q_emb = {l: encoder.encode([t for _, t in bench.queries[l]], "query", batch_size, progress).to(device) for l in langs}
     c_emb = {l: encoder.encode(bench.candidates[l], "passage", batch_size, progress).to(device) for l in langs}
+    return ParallelScorer(bench, q_emb, c_emb, query_chunk).results(settings)
 
-    def ranks_for(query_lang: str, cand_langs: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ranks of each query's relevant candidates in the pool of `cand_langs`, and top-k languages."""
-        offsets, pool = {}, []
-        start = 0
+
+class ParallelScorer:
+    """Exact ranks and metrics of a benchmark from its embeddings (L2-normalised: dot product scores).
+
+    q_emb[l] rows follow bench.queries[l]; c_emb[l] rows follow bench.candidates[l].
+    """
+
+    def __init__(self, bench: ParallelBenchmark, q_emb: dict, c_emb: dict, query_chunk: int = 512):
+        self.bench, self.q_emb, self.c_emb, self.query_chunk = bench, q_emb, c_emb, query_chunk
+
+    def ranks(self, query_lang: str, cand_langs: list[str], top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Ranks [queries, len(cand_langs)] of each query's relevant candidate in each language of the
+        pool of `cand_langs`, and, if top_k, the pool-language index of each query's top-k candidates."""
+        bench = self.bench
+        offsets, start = {}, 0
         for l in cand_langs:
             offsets[l] = start
             start += len(bench.candidates[l])
-            pool.append(c_emb[l])
-        pool = torch.cat(pool)
+        pool = torch.cat([self.c_emb[l] for l in cand_langs])
+        device = pool.device
         pool_lang = torch.cat([torch.full((len(bench.candidates[l]),), i) for i, l in enumerate(cand_langs)]).to(device)
         groups = [g for g, _ in bench.queries[query_lang]]
         rel = torch.tensor([[offsets[l] + bench.relevant[l][g] for l in cand_langs] for g in groups], device=device)
         all_ranks, top_langs = [], []
-        k = len(cand_langs)
         # bound the [queries, relevant, pool] comparison tensor to about 2**27 elements
-        chunk = max(1, min(query_chunk, 2**27 // (len(pool) * k)))
+        chunk = max(1, min(self.query_chunk, 2**27 // (len(pool) * len(cand_langs))))
         for s in range(0, len(groups), chunk):
-            scores = q_emb[query_lang][s : s + chunk] @ pool.T
+            scores = self.q_emb[query_lang][s : s + chunk] @ pool.T
             all_ranks.append(_ranks(scores, rel[s : s + chunk]).cpu())
-            top_langs.append(pool_lang[scores.topk(k, dim=1).indices].cpu())
-        return torch.cat(all_ranks), torch.cat(top_langs)
+            if top_k:
+                top_langs.append(pool_lang[scores.topk(top_k, dim=1).indices].cpu())
+        return torch.cat(all_ranks), (torch.cat(top_langs) if top_k else None)
 
-    results: dict = {"languages": langs}
-    if "monolingual" in settings:
-        per = {l: _metrics_from_ranks(ranks_for(l, [l])[0]) for l in langs}
-        results["monolingual"] = {"per_setting": per, "average": _average(per)}
-    if "cross-lingual" in settings:
-        per = {f"{x}-{y}": _metrics_from_ranks(ranks_for(x, [y])[0]) for x in langs for y in langs if x != y}
-        if per:
-            results["cross-lingual"] = {"per_setting": per, "average": _average(per)}
-    if "multilingual" in settings:
-        results["multilingual"] = _multilingual(bench, q_emb, c_emb, ranks_for, query_chunk)
-    return results
+    def monolingual(self, lang: str) -> dict[str, float]:
+        return _metrics_from_ranks(self.ranks(lang, [lang])[0])
 
+    def cross_lingual(self, query_lang: str, cand_lang: str) -> dict[str, float]:
+        return _metrics_from_ranks(self.ranks(query_lang, [cand_lang])[0])
 
-def _multilingual(bench: ParallelBenchmark, q_emb: dict, c_emb: dict, ranks_for, query_chunk: int) -> dict:
-    """Retrieval metrics per query language in the pool of all languages, and the language-bias profile."""
-    langs = bench.languages
-    pool_size = {l: len(bench.candidates[l]) for l in langs}
-    total = sum(pool_size.values())
-    per, share, distance, mean_rank = {}, {}, {}, {}
-    for i, l in enumerate(langs):
-        ranks, top = ranks_for(l, langs)
-        per[l] = _metrics_from_ranks(ranks)
-        share[l] = same_language_share(top, i).mean().item()
-        distance[l] = rank_distance(ranks).mean().item()
-        mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(langs)}
-    blind = {l: pool_size[l] / total for l in langs}
-    bias = {
-        "top_k": len(langs),
-        "same_language_share": share,
-        "language_blind_share": blind,
-        "same_language_preference": {l: share[l] / blind[l] for l in langs},
-        "mean_rank": mean_rank,
-        "mean_rank_by_candidate_language": {c: _mean(mean_rank[q][c] for q in langs) for c in langs},
-        "rank_distance": distance,
-    }
-    if len(langs) > 1:
-        bias["rank_correlation"] = _rank_correlation(bench, q_emb, c_emb, query_chunk)
-    for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
-        if key in bias:
-            bias[f"{key}_mean"] = _mean(bias[key].values())
-    return {"per_setting": per, "average": _average(per), "bias": bias}
+    def results(self, settings=SETTINGS) -> dict:
+        check_settings(settings)
+        langs = self.bench.languages
+        results: dict = {"languages": langs}
+        if "monolingual" in settings:
+            per = {l: self.monolingual(l) for l in langs}
+            results["monolingual"] = {"per_setting": per, "average": _average(per)}
+        if "cross-lingual" in settings:
+            per = {f"{x}-{y}": self.cross_lingual(x, y) for x in langs for y in langs if x != y}
+            if per:
+                results["cross-lingual"] = {"per_setting": per, "average": _average(per)}
+        if "multilingual" in settings:
+            results["multilingual"] = self.multilingual()
+        return results
+
+    def multilingual(self) -> dict:
+        """Retrieval metrics per query language in the pool of all languages, and the language-bias profile."""
+        langs = self.bench.languages
+        pool_size = {l: len(self.bench.candidates[l]) for l in langs}
+        total = sum(pool_size.values())
+        per, share, distance, mean_rank = {}, {}, {}, {}
+        for i, l in enumerate(langs):
+            ranks, top = self.ranks(l, langs, top_k=len(langs))
+            per[l] = _metrics_from_ranks(ranks)
+            share[l] = same_language_share(top, i).mean().item()
+            distance[l] = rank_distance(ranks).mean().item()
+            mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(langs)}
+        blind = {l: pool_size[l] / total for l in langs}
+        bias = {
+            "top_k": len(langs),
+            "same_language_share": share,
+            "language_blind_share": blind,
+            "same_language_preference": {l: share[l] / blind[l] for l in langs},
+            "mean_rank": mean_rank,
+            "mean_rank_by_candidate_language": {c: _mean(mean_rank[q][c] for q in langs) for c in langs},
+            "rank_distance": distance,
+        }
+        if len(langs) > 1:
+            bias["rank_correlation"] = self.rank_correlation()
+        for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
+            if key in bias:
+                bias[f"{key}_mean"] = _mean(bias[key].values())
+        return {"per_setting": per, "average": _average(per), "bias": bias}
+
+    def rank_correlation(self) -> dict[str, float]:
+        """Mean Spearman correlation of each language's pool ranking with its parallel queries' rankings,
+        over the groups asked in every language."""
+        bench, langs = self.bench, self.bench.languages
+        position = {l: {g: i for i, (g, _) in enumerate(bench.queries[l])} for l in langs}
+        common = sorted(set.intersection(*(set(position[l]) for l in langs)))
+        pool = torch.cat([self.c_emb[l] for l in langs])
+        index = {l: torch.tensor([position[l][g] for g in common], dtype=torch.long, device=pool.device) for l in langs}
+        chunk = max(1, min(self.query_chunk, 2**24 // (len(langs) * len(pool))))
+        parts = []
+        for s in range(0, len(common), chunk):
+            queries = torch.stack([self.q_emb[l][index[l][s : s + chunk]] for l in langs], dim=1)
+            parts.append(rank_correlations(queries @ pool.T).cpu())
+        per_query = torch.cat(parts)
+        return {l: per_query[:, i].mean().item() for i, l in enumerate(langs)}
 
 
 def _mean(values) -> float:
     values = list(values)
     return sum(values) / len(values)
-
-
-def _rank_correlation(bench: ParallelBenchmark, q_emb: dict, c_emb: dict, query_chunk: int) -> dict[str, float]:
-    """Mean Spearman correlation of each language's pool ranking with its parallel queries' rankings,
-    over the groups asked in every language."""
-    langs = bench.languages
-    position = {l: {g: i for i, (g, _) in enumerate(bench.queries[l])} for l in langs}
-    common = sorted(set.intersection(*(set(position[l]) for l in langs)))
-    pool = torch.cat([c_emb[l] for l in langs])
-    index = {l: torch.tensor([position[l][g] for g in common], dtype=torch.long) for l in langs}
-    chunk = max(1, min(query_chunk, 2**24 // (len(langs) * len(pool))))
-    parts = []
-    for s in range(0, len(common), chunk):
-        queries = torch.stack([q_emb[l][index[l][s : s + chunk].to(pool.device)] for l in langs], dim=1)
-        parts.append(rank_correlations(queries @ pool.T).cpu())
-    per_query = torch.cat(parts)
-    return {l: per_query[:, i].mean().item() for i, l in enumerate(langs)}
 
 
 def markdown_table(results: dict, metric: str = "map") -> str:

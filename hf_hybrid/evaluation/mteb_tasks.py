@@ -1,0 +1,211 @@
+"""The project's parallel benchmarks as MTEB tasks (mteb 2 API), scored exactly as the toolkit scores them.
+
+A task has one subset per language (monolingual, `de`), one per ordered language pair
+(cross-lingual, `de-en`: German queries, English candidates) and `multilingual` (queries of every
+language against one pool of all candidates). The main score is LAReQA's mAP over the full
+ranking; MTEB's generic retrieval scoring cuts rankings at a depth (`map_at_1000`), so these tasks
+rank every candidate with the toolkit's scorer instead, on embeddings from the model MTEB hands
+them. The multilingual subset adds the language-bias profile of docs/metrics.md.
+
+    import mteb
+    from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval
+
+    task = XQuADRParallelRetrieval(data="../shared/data/xquad-r", languages=["de", "en", "sw"])
+    mteb.evaluate(mteb.get_model("path/to/model"), task)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from datasets import Dataset
+from mteb._create_dataloaders import create_dataloader
+from mteb.abstasks.retrieval import AbsTaskRetrieval
+from mteb.abstasks.task_metadata import TaskMetadata
+from mteb.types import PromptType
+
+from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, ParallelScorer, check_settings
+from hf_hybrid.languages import mteb_language_code, normalize_lang
+
+MULTILINGUAL = "multilingual"
+SPLIT = "test"
+
+
+def subset_names(languages: list[str], settings=SETTINGS) -> list[str]:
+    names = []
+    if "monolingual" in settings:
+        names += languages
+    if "cross-lingual" in settings:
+        names += [f"{x}-{y}" for x in languages for y in languages if x != y]
+    if "multilingual" in settings and len(languages) > 1:
+        names.append(MULTILINGUAL)
+    return names
+
+
+def eval_langs(languages: list[str]) -> dict[str, list[str]]:
+    code = {l: mteb_language_code(l) for l in languages}
+    out = {}
+    for name in subset_names(languages):
+        out[name] = [code[l] for l in (languages if name == MULTILINGUAL else name.split("-"))]
+    return out
+
+
+def _flat_scores(metrics: dict[str, float]) -> dict[str, float]:
+    """The toolkit's metric names in MTEB's spelling (ndcg@10 -> ndcg_at_10)."""
+    return {k.replace("@", "_at_"): v for k, v in metrics.items()}
+
+
+class ParallelRetrievalTask(AbsTaskRetrieval):
+    """Base class: subclasses set `metadata` and `benchmark_languages`."""
+
+    benchmark_languages: tuple[str, ...] = ()
+
+    def __init__(self, data: str | None = None, languages: list[str] | None = None, settings=SETTINGS,
+                 n_folds: int = 0, fold: int = 0, **kwargs: Any):
+        """data: local folder/file or Hub dataset id (default: the task's dataset path); languages:
+        a subset of the benchmark's; n_folds > 0 evaluates the articles of test fold `fold` only."""
+        super().__init__(**kwargs)
+        check_settings(settings)
+        self.data = data or self.metadata.dataset["path"]
+        self.task_languages = sorted(normalize_lang(l) for l in (languages or self.benchmark_languages))
+        outside = sorted(set(self.task_languages) - set(self.benchmark_languages))
+        if outside:
+            raise ValueError(f"{self.metadata.name} has no language(s) {', '.join(outside)} "
+                             f"(it has {', '.join(self.benchmark_languages)})")
+        self.settings, self.n_folds, self.fold = list(settings), n_folds, fold
+        self.hf_subsets = subset_names(self.task_languages, self.settings)
+        self.benchmark: ParallelBenchmark | None = None
+
+    def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
+        from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
+
+        if self.data_loaded:
+            return
+        split = "test" if self.n_folds else "all"
+        bench = load_benchmark(EvalConfig(data=self.data, languages=self.task_languages, split=split,
+                                          n_folds=self.n_folds, fold=self.fold))
+        missing = sorted(set(self.task_languages) - set(bench.languages))
+        if missing:
+            raise ValueError(f"{self.data} has no rows in {', '.join(missing)}")
+        self.benchmark = bench
+        queries = {l: Dataset.from_dict({"id": [f"{l}:{g}" for g, _ in bench.queries[l]],
+                                         "text": [t for _, t in bench.queries[l]]}) for l in bench.languages}
+        corpus = {l: Dataset.from_dict({"id": [f"{l}:{i}" for i in range(len(bench.candidates[l]))],
+                                        "text": bench.candidates[l]}) for l in bench.languages}
+
+        def split_data(query_langs: list[str], cand_langs: list[str]) -> dict:
+            from datasets import concatenate_datasets
+
+            qrels = {f"{q}:{g}": {f"{c}:{bench.relevant[c][g]}": 1 for c in cand_langs if g in bench.relevant[c]}
+                     for q in query_langs for g, _ in bench.queries[q]}
+            return {"queries": concatenate_datasets([queries[l] for l in query_langs]),
+                    "corpus": concatenate_datasets([corpus[l] for l in cand_langs]),
+                    "relevant_docs": qrels, "top_ranked": None}
+
+        self.dataset = {}
+        for name in self.hf_subsets:
+            if name == MULTILINGUAL:
+                langs = bench.languages
+                self.dataset[name] = {SPLIT: split_data(langs, langs)}
+            else:
+                q, _, c = name.partition("-")
+                self.dataset[name] = {SPLIT: split_data([q], [c or q])}
+        self.data_loaded = True
+
+    def _encode(self, model, texts: Dataset, prompt_type: PromptType, hf_subset: str, encode_kwargs: dict) -> torch.Tensor:
+        loader = create_dataloader(texts, task_metadata=self.metadata, prompt_type=prompt_type, **encode_kwargs)
+        emb = model.encode(loader, task_metadata=self.metadata, hf_split=SPLIT, hf_subset=hf_subset,
+                           prompt_type=prompt_type, **encode_kwargs)
+        emb = torch.as_tensor(emb).float()
+        if not torch.isfinite(emb).all():
+            raise ValueError(f"the model embedded {self.metadata.name}/{hf_subset} texts to NaN or inf")
+        return torch.nn.functional.normalize(emb, dim=-1)
+
+    def _evaluate_subset(self, model, data_split: dict, *, encode_kwargs: dict, hf_split: str, hf_subset: str,
+                         **kwargs: Any) -> dict[str, float]:
+        bench = self.benchmark
+        q_all = self._encode(model, data_split["queries"], PromptType.query, hf_subset, encode_kwargs)
+        c_all = self._encode(model, data_split["corpus"], PromptType.document, hf_subset, encode_kwargs)
+        query_langs = bench.languages if hf_subset == MULTILINGUAL else [hf_subset.partition("-")[0]]
+        cand_langs = bench.languages if hf_subset == MULTILINGUAL else [hf_subset.partition("-")[2] or hf_subset]
+        # the split's rows are each language's queries / candidates in benchmark order, language after language
+        q_emb = dict(zip(query_langs, q_all.split([len(bench.queries[l]) for l in query_langs])))
+        c_emb = dict(zip(cand_langs, c_all.split([len(bench.candidates[l]) for l in cand_langs])))
+        scorer = ParallelScorer(bench, q_emb, c_emb)
+        if hf_subset != MULTILINGUAL:
+            return _flat_scores(scorer.cross_lingual(query_langs[0], cand_langs[0]))
+        result = scorer.multilingual()
+        scores = _flat_scores(result["average"])
+        bias = result["bias"]
+        for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
+            if key in bias:
+                scores[key] = bias[f"{key}_mean"]
+                scores.update({f"{key}_{l}": v for l, v in bias[key].items()})
+        scores.update({f"mean_rank_of_{l}_answers": v for l, v in bias["mean_rank_by_candidate_language"].items()})
+        return scores
+
+
+_LAREQA_CITATION = r"""
+@inproceedings{roy-etal-2020-lareqa,
+  author = {Roy, Uma and Constant, Noah and Al-Rfou, Rami and Barua, Aditya and Phillips, Aaron and Yang, Yinfei},
+  booktitle = {Proceedings of the 2020 Conference on Empirical Methods in Natural Language Processing (EMNLP)},
+  pages = {5919--5930},
+  publisher = {Association for Computational Linguistics},
+  title = {{LAReQA}: Language-Agnostic Answer Retrieval from a Multilingual Pool},
+  url = {https://aclanthology.org/2020.emnlp-main.477},
+  year = {2020},
+}
+"""
+
+_XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi", "zh")
+_MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
+
+
+def _metadata(name: str, path: str, languages, description: str, reference: str, date, citation: str,
+              license: str) -> TaskMetadata:
+    return TaskMetadata(
+        name=name,
+        dataset={"path": path, "revision": "main"},
+        description=description,
+        reference=reference,
+        type="Retrieval",
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[SPLIT],
+        eval_langs=eval_langs(list(languages)),
+        main_score="map",
+        date=date,
+        domains=["Encyclopaedic", "Written"],
+        task_subtypes=["Question answering"],
+        license=license,
+        annotations_creators="human-annotated",
+        dialect=[],
+        sample_creation="human-translated",
+        bibtex_citation=citation,
+    )
+
+
+class XQuADRParallelRetrieval(ParallelRetrievalTask):
+    benchmark_languages = _XQUAD_R_LANGUAGES
+    metadata = _metadata(
+        "XQuADRParallelRetrieval", "hf-hybrid/xquad-r", _XQUAD_R_LANGUAGES,
+        "XQuAD-R (LAReQA): questions retrieve their answer sentence among every sentence of the XQuAD "
+        "paragraphs, per language, per ordered language pair, and from one multilingual pool where the "
+        "answer in every language is relevant. Exact mAP over the full ranking.",
+        "https://github.com/google-research-datasets/lareqa", ("2019-05-21", "2020-11-16"), _LAREQA_CITATION,
+        "cc-by-sa-4.0")
+
+
+class MLQARParallelRetrieval(ParallelRetrievalTask):
+    benchmark_languages = _MLQA_R_LANGUAGES
+    metadata = _metadata(
+        "MLQARParallelRetrieval", "hf-hybrid/mlqa-r", _MLQA_R_LANGUAGES,
+        "MLQA-R (LAReQA): MLQA questions retrieve their answer passage, per language, per ordered language "
+        "pair, and from one multilingual pool. Exact mAP over the full ranking. Needs the MLQA files "
+        "(SQuAD JSON per language pair) at `data`.",
+        "https://github.com/facebookresearch/MLQA", ("2019-10-16", "2020-11-16"), _LAREQA_CITATION,
+        "cc-by-sa-3.0")
+
+
+PROJECT_TASKS = {cls.metadata.name: cls for cls in (XQuADRParallelRetrieval, MLQARParallelRetrieval)}

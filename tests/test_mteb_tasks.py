@@ -1,0 +1,59 @@
+import json
+
+import pytest
+
+mteb = pytest.importorskip("mteb")
+
+from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval, subset_names  # noqa: E402
+from hf_hybrid.evaluation.run import EvalConfig, run_evaluation  # noqa: E402
+
+LANGS = ["de", "en", "es"]
+
+
+def test_subsets_and_metadata():
+    task = XQuADRParallelRetrieval(data="demo", languages=LANGS)
+    assert task.hf_subsets == ["de", "en", "es", "de-en", "de-es", "en-de", "en-es", "es-de", "es-en", "multilingual"]
+    assert task.metadata.main_score == "map"
+    assert task.metadata.eval_langs["de-en"] == ["deu-Latn", "eng-Latn"]
+    assert len(task.metadata.eval_langs) == len(subset_names(list(XQuADRParallelRetrieval.benchmark_languages)))
+    with pytest.raises(ValueError, match="has no language"):
+        XQuADRParallelRetrieval(data="demo", languages=["sw"])
+
+
+def test_mteb_route_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
+    """mteb.evaluate on the task with the saved model == the toolkit's evaluator, to 1e-4."""
+    from sentence_transformers import SentenceTransformer
+
+    ours = run_evaluation(EvalConfig(model=str(tiny_model_dir), data="demo", languages=LANGS))
+    task = XQuADRParallelRetrieval(data="demo", languages=LANGS)
+    result = mteb.evaluate(SentenceTransformer(str(tiny_model_dir), device="cpu"), task,
+                           cache=mteb.ResultCache(tmp_path / "cache"), show_progress_bar=False)
+    scores = {s["hf_subset"]: s for s in result.task_results[0].scores["test"]}
+    assert set(scores) == set(task.hf_subsets)
+    for lang in LANGS:
+        for metric in ("map", "ndcg@10", "recall@1", "recall@10"):
+            mteb_name = metric.replace("@", "_at_")
+            assert scores[lang][mteb_name] == pytest.approx(ours["monolingual"]["per_setting"][lang][metric], abs=1e-4)
+            assert scores["multilingual"][f"{mteb_name}"] == pytest.approx(ours["multilingual"]["average"][metric], abs=1e-4)
+    for pair, metrics in ours["cross-lingual"]["per_setting"].items():
+        assert scores[pair]["map"] == pytest.approx(metrics["map"], abs=1e-4)
+    bias = ours["multilingual"]["bias"]
+    for key in ("rank_distance", "rank_correlation", "same_language_share"):
+        assert scores["multilingual"][key] == pytest.approx(bias[f"{key}_mean"], abs=1e-4)
+    assert scores["multilingual"]["main_score"] == scores["multilingual"]["map"]
+    # mteb's own results JSON, written to its cache
+    written = list((tmp_path / "cache").rglob("XQuADRParallelRetrieval.json"))
+    assert len(written) == 1 and json.loads(written[0].read_text())["task_name"] == "XQuADRParallelRetrieval"
+
+
+def test_nan_embeddings_are_one_clear_error(tmp_path):
+    import numpy as np
+
+    class NaNModel:
+        def encode(self, inputs, **kwargs):
+            return np.full((sum(len(b["text"]) for b in inputs), 4), np.nan)
+
+    task = XQuADRParallelRetrieval(data="demo", languages=["de", "en"])
+    task.load_data()
+    with pytest.raises(ValueError, match="NaN"):
+        task._evaluate_subset(NaNModel(), task.dataset["de"]["test"], encode_kwargs={}, hf_split="test", hf_subset="de")
