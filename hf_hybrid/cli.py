@@ -1,9 +1,11 @@
 """`hf-hybrid`: the toolkit's command line.
 
     hf-hybrid train [--config recipe.yaml] [--option value ...]   (one process; use `accelerate launch recipes/train_hybrid.py` for several)
-    hf-hybrid eval  [--config eval.yaml] [--option value ...]
+    hf-hybrid eval  [--config eval.yaml] [--option value ...]   (--tasks NAME ...: project and MTEB tasks through mteb)
     hf-hybrid data info SOURCE [--languages en de ...]
+    hf-hybrid data export xquad-retrieval --source XQUAD_DIR --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (MTEB's XQuADRetrieval, offline)
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
+    hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
 """
 
 from __future__ import annotations
@@ -50,10 +52,10 @@ def train_command(argv: list[str]) -> int:
 @exit_on_user_error
 def eval_command(argv: list[str]) -> int:
     from hf_hybrid.evaluation.retrieval import markdown_table
-    from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
+    from hf_hybrid.evaluation.run import EvalConfig, run_evaluation, run_tasks, tasks_table
 
-    results = run_evaluation(parse_config(EvalConfig, argv, prog="hf-hybrid eval"))
-    print(markdown_table(results))
+    cfg = parse_config(EvalConfig, argv, prog="hf-hybrid eval")
+    print(tasks_table(run_tasks(cfg)) if cfg.tasks else markdown_table(run_evaluation(cfg)))
     return 0
 
 
@@ -72,6 +74,25 @@ def data_info_command(argv: list[str]) -> int:
 
 
 @exit_on_user_error
+def data_export_command(argv: list[str]) -> int:
+    from hf_hybrid.data.export import EXPORTS, export
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid data export",
+                                     description="Write a local copy of an MTEB dataset, built from its source files.")
+    parser.add_argument("name", help=f"which dataset: {', '.join(EXPORTS)}")
+    parser.add_argument("--source", required=True, help="the source folder (xquad-retrieval: xquad.<lang>.json files)")
+    parser.add_argument("--out", required=True, help="output folder (parquet + README.md dataset card)")
+    parser.add_argument("--languages", nargs="+", help="default: every language of the source")
+    parser.add_argument("--datasets-cache", help="also prepare it in this datasets cache, where MTEB's task loads it "
+                                                 "with HF_HUB_OFFLINE=1 HF_DATASETS_CACHE=<this folder>")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out / the cache")
+    args = parser.parse_args(argv)
+    print(export(args.name, args.source, args.out, languages=args.languages, overwrite=args.overwrite,
+                 datasets_cache=args.datasets_cache))
+    return 0
+
+
+@exit_on_user_error
 def offline_model_command(argv: list[str]) -> int:
     from pathlib import Path
 
@@ -86,13 +107,34 @@ def offline_model_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "eval": eval_command, "offline-model": offline_model_command}
+@exit_on_user_error
+def report_command(argv: list[str]) -> int:
+    from pathlib import Path
+
+    from hf_hybrid.evaluation.report import build_report
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid report",
+                                     description="Several runs' results on one markdown page with tables and PNG plots.")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
+                        help="a folder with results.json, or a study folder (one run per arm, averaged over folds)")
+    parser.add_argument("--out", type=Path, required=True, help="folder for report.md and the plots")
+    parser.add_argument("--metric", default="map", help="metric of the per-language tables and plots (default: map)")
+    parser.add_argument("--names", nargs="+", help="one name per run (default: folder or arm names)")
+    args = parser.parse_args(argv)
+    print(build_report(args.runs, args.out, args.metric, args.names))
+    return 0
+
+
+COMMANDS = {"train": train_command, "eval": eval_command, "offline-model": offline_model_command,
+            "report": report_command}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:2] == ["data", "info"]:
         return data_info_command(argv[2:])
+    if argv[:2] == ["data", "export"]:
+        return data_export_command(argv[2:])
     if not argv or argv[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr)
         return 0 if argv[:1] in (["-h"], ["--help"]) else 2
