@@ -12,7 +12,6 @@ Each language's queries and candidates are encoded once and reused by every sett
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -64,17 +63,22 @@ def _ranks(scores: torch.Tensor, relevant_cols: torch.Tensor) -> torch.Tensor:
     return 1 + (scores.unsqueeze(1) > rel_scores.unsqueeze(2)).sum(-1)
 
 
-def _metrics_from_ranks(ranks: torch.Tensor) -> dict[str, float]:
-    """ranks: [queries, relevant per query]."""
-    ranks = ranks.sort(dim=1).values.double()
-    n_rel = ranks.shape[1]
-    position = torch.arange(1, n_rel + 1, dtype=torch.double)
-    ap = (position / ranks).mean(1)
+def metrics_from_ranks(ranks: torch.Tensor, n_relevant: torch.Tensor | None = None) -> dict[str, float]:
+    """mAP, nDCG@10 and Recall@k from the ranks [queries, relevant per query] of relevant candidates.
+
+    +inf marks a relevant candidate that was not ranked, or pads a query with fewer relevant ones;
+    `n_relevant` (per query) then says how many each query has (default: all columns).
+    """
+    ranks = ranks.double().sort(dim=1).values
+    n_rel = torch.full((len(ranks),), float(ranks.shape[1]), dtype=torch.double) if n_relevant is None else n_relevant.double()
+    position = torch.arange(1, ranks.shape[1] + 1, dtype=torch.double)
+    ap = (position / ranks).sum(1) / n_rel
     gains = torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks)).sum(1)
-    ideal = sum(1.0 / math.log2(i + 1) for i in range(1, min(n_rel, 10) + 1))
+    ideal_at = torch.cumsum(1.0 / torch.log2(torch.arange(2, 12, dtype=torch.double)), 0)  # ideal DCG of 1..10 relevant
+    ideal = ideal_at[n_rel.clamp(1, 10).long() - 1]
     out = {"map": ap.mean().item(), "ndcg@10": (gains / ideal).mean().item()}
     for k in RECALL_KS:
-        out[f"recall@{k}"] = (ranks <= k).double().mean().item()
+        out[f"recall@{k}"] = ((ranks <= k).sum(1) / n_rel).mean().item()
     return out
 
 
@@ -133,10 +137,10 @@ class ParallelScorer:
         return torch.cat(all_ranks), (torch.cat(top_langs) if top_k else None)
 
     def monolingual(self, lang: str) -> dict[str, float]:
-        return _metrics_from_ranks(self.ranks(lang, [lang])[0])
+        return metrics_from_ranks(self.ranks(lang, [lang])[0])
 
     def cross_lingual(self, query_lang: str, cand_lang: str) -> dict[str, float]:
-        return _metrics_from_ranks(self.ranks(query_lang, [cand_lang])[0])
+        return metrics_from_ranks(self.ranks(query_lang, [cand_lang])[0])
 
     def results(self, settings=SETTINGS) -> dict:
         check_settings(settings)
@@ -161,7 +165,7 @@ class ParallelScorer:
         per, share, distance, mean_rank = {}, {}, {}, {}
         for i, l in enumerate(langs):
             ranks, top = self.ranks(l, langs, top_k=len(langs))
-            per[l] = _metrics_from_ranks(ranks)
+            per[l] = metrics_from_ranks(ranks)
             share[l] = same_language_share(top, i).mean().item()
             distance[l] = rank_distance(ranks).mean().item()
             mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(langs)}
