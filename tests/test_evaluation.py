@@ -119,6 +119,11 @@ def test_extra_candidates_join_the_pool():
     assert b.candidates["en"] == ["p", "x", "y"] and b.relevant["en"]["g"] == 0
 
 
+def test_nan_embeddings_are_one_clear_error():
+    with pytest.raises(ValueError, match="candidates in en to NaN"):
+        evaluate_parallel(LookupEncoder({"q0en": [1.0, 0.0], "p0en": [float("nan"), 0.0]}), bench(["en"], 1), progress=False)
+
+
 def test_unknown_setting():
     with pytest.raises(ValueError, match="unknown setting"):
         evaluate_parallel(LookupEncoder({}), bench(["en"], 1), settings=["bilingual"])
