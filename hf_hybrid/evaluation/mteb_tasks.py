@@ -216,9 +216,10 @@ class MLQARParallelRetrieval(ParallelRetrievalTask):
     benchmark_languages = _MLQA_R_LANGUAGES
     metadata = _metadata(
         "MLQARParallelRetrieval", "hf-hybrid/mlqa-r", _MLQA_R_LANGUAGES,
-        "MLQA-R (LAReQA): MLQA questions retrieve their answer passage, per language, per ordered language "
-        "pair, and from one multilingual pool. Exact mAP over the full ranking. Needs the MLQA files "
-        "(SQuAD JSON per language pair) at `data`.",
+        "MLQA-R after LAReQA: MLQA questions asked in every language retrieve their answer, per language, per "
+        "ordered language pair, and from one multilingual pool. Exact mAP over the full ranking. MLQA ships no "
+        "sentence breaks, so the candidates are the paragraphs (LAReQA split them into sentences). Needs the "
+        "MLQA files (`test-context-<l>-question-<l>.json`) at `data`.",
         "https://github.com/facebookresearch/MLQA", ("2019-10-16", "2020-11-16"), _LAREQA_CITATION,
         "cc-by-sa-3.0")
 
