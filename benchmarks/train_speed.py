@@ -57,7 +57,11 @@ def run_hf_hybrid(cfg: HybridTrainingConfig) -> dict:
 
 def run_sentence_transformers(model_path: str, pairs, cfg: HybridTrainingConfig, workers: int, out: str) -> dict:
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer, SentenceTransformerTrainingArguments
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     reset_peak_memory()

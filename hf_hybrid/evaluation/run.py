@@ -82,7 +82,7 @@ def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
                              n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold))
             continue
         try:
-            tasks.append(mteb.get_task(name, languages=cfg.languages) if cfg.languages else mteb.get_task(name))
+            tasks.append(_mteb_task(name, cfg.languages))
         except KeyError:
             known = {t.metadata.name.lower(): t.metadata.name for t in mteb.get_tasks()}
             known.update({n.lower(): n for n in PROJECT_TASKS})
@@ -90,6 +90,22 @@ def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
             hint = f"; closest: {', '.join(close)}" if close else ""
             raise ValueError(f"unknown task {name!r}: neither a project task nor an MTEB task{hint}") from None
     return tasks
+
+
+def _mteb_task(name: str, languages: list[str] | None):
+    """An MTEB task restricted to `languages`: by subset where its subsets are named by our codes
+    (XQuADRetrieval's `de`), else by MTEB's ISO 639-3 codes."""
+    import mteb
+
+    from hf_hybrid.languages import mteb_language_code, normalize_lang
+
+    task = mteb.get_task(name)
+    if not languages:
+        return task
+    ours = [normalize_lang(l) for l in languages]
+    if set(ours) <= set(task.hf_subsets):
+        return mteb.get_task(name, hf_subsets=ours)
+    return mteb.get_task(name, languages=[mteb_language_code(l).split("-")[0] for l in ours])
 
 
 def run_tasks(cfg: EvalConfig) -> dict:
