@@ -3,7 +3,7 @@
     hf-hybrid train [--config recipe.yaml] [--option value ...]   (one process; use `accelerate launch recipes/train_hybrid.py` for several)
     hf-hybrid eval  [--config eval.yaml] [--option value ...]   (--tasks NAME ...: project and MTEB tasks through mteb)
     hf-hybrid data info SOURCE [--languages en de ...]
-    hf-hybrid data export xquad-retrieval --source XQUAD_DIR --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (MTEB's XQuADRetrieval, offline)
+    hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (MTEB's XQuADRetrieval, offline)
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
 """
@@ -80,7 +80,7 @@ def data_export_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hf-hybrid data export",
                                      description="Write a local copy of an MTEB dataset, built from its source files.")
     parser.add_argument("name", help=f"which dataset: {', '.join(EXPORTS)}")
-    parser.add_argument("--source", required=True, help="the source folder (xquad-retrieval: xquad.<lang>.json files)")
+    parser.add_argument("--source", required=True, help="xquad-retrieval: a folder of xquad.<lang>.json files; parallel-qa: any --data source")
     parser.add_argument("--out", required=True, help="output folder (parquet + README.md dataset card)")
     parser.add_argument("--languages", nargs="+", help="default: every language of the source")
     parser.add_argument("--datasets-cache", help="also prepare it in this datasets cache, where MTEB's task loads it "

@@ -160,3 +160,21 @@ def test_mteb_task_offline_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
         assert len(torch.unique(candidates, dim=0)) == len(candidates)
         for metric in ("ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100"):
             assert scores[lang][metric.replace("@", "_at_")] == pytest.approx(ours[lang][metric], abs=1e-4), (lang, metric)
+
+
+def test_parallel_qa_export_loads_back_as_the_same_benchmark(tmp_path, capsys):
+    """The converted XQuAD-R (rows + every paragraph sentence) gives the benchmark of the raw folder."""
+    from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
+
+    source = shared_data("xquad-r")
+    out = tmp_path / "xquad-r-converted"
+    code, printed, _ = cli(capsys, "parallel-qa", "--source", str(source), "--out", str(out),
+                           "--languages", "de", "zh")
+    assert code == 0 and printed.strip() == str(out)
+    for split in ("all", "test"):
+        raw = load_benchmark(EvalConfig(data=str(source), languages=["de", "zh"], split=split, n_folds=2))
+        converted = load_benchmark(EvalConfig(data=str(out), languages=["de", "zh"], split=split, n_folds=2))
+        assert converted == raw
+    assert len(raw.candidates["de"]) > len(raw.queries["de"]) // 2  # the pool is every sentence, not only answers
+    assert_one_line_error(cli(capsys, "parallel-qa", "--source", str(source), "--out", str(out)),
+                          "not an empty folder")

@@ -159,7 +159,46 @@ def write_datasets_cache(export_dir: Path, cache: Path, configs: list[str], repo
     return root
 
 
-EXPORTS = {"xquad-retrieval": export_xquad_retrieval}
+def export_parallel_qa(source: str | Path, out: str | Path, languages: list[str] | None = None,
+                       overwrite: bool = False, datasets_cache: str | Path | None = None) -> Path:
+    """Any data source as a dataset repo folder, the converted dataset the project's MTEB tasks and
+    `--data` load (from this folder or, pushed, from the Hub): the ParallelQA rows (config `default`)
+    and, for XQuAD-R, every paragraph sentence as a candidate (config `candidates`: lang, article_id, text)."""
+    from hf_hybrid.data.parallel_qa import folder_kind, languages_of, load_parallel_qa, xquad_r_candidates
+
+    if datasets_cache is not None:
+        raise DataError("--datasets-cache is for copies of MTEB's own datasets (xquad-retrieval)")
+    rows = load_parallel_qa(str(source), languages)
+    out = Path(out)
+    if Path(source).is_dir() and out.resolve() == Path(source).resolve():
+        raise DataError(f"output folder {out} is the source folder; write the export elsewhere")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite or not out.is_dir():
+            raise DataError(f"output {out} exists and is not an empty folder (pass --overwrite to replace it)")
+        shutil.rmtree(out)
+    langs = languages_of(rows)
+    configs = {"default": rows.select_columns(["group_id", "lang", "query", "passage", "article_id", "title"])}
+    if Path(source).is_dir() and folder_kind(Path(source)) == "xquad-r":
+        pool = xquad_r_candidates(source, langs, with_articles=True)
+        configs["candidates"] = Dataset.from_list([{"lang": l, "article_id": a, "text": t}
+                                                   for l in langs for a, t in pool[l]])
+    for name, table in configs.items():
+        (out / name).mkdir(parents=True, exist_ok=True)
+        table.to_parquet(str(out / name / "train-00000-of-00001.parquet"))
+    card = ["---", "language:", *[f"- {l}" for l in langs], "configs:"]
+    for name in configs:
+        card += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/train-*.parquet"]
+    card += ["---", "", f"# ParallelQA rows from {Path(str(source)).name}", "",
+             f"Written by `hf-hybrid data export parallel-qa` from `{source}`: {len(rows)} rows, "
+             f"{len(set(rows['group_id']))} question groups in {len(langs)} languages ({', '.join(langs)}). "
+             "Rows with the same `group_id` are translations of each other; split by `article_id`."
+             + (" The `candidates` config holds every sentence of every paragraph, LAReQA's candidate pool."
+                if "candidates" in configs else ""), ""]
+    (out / "README.md").write_text("\n".join(card), encoding="utf-8")
+    return out
+
+
+EXPORTS = {"xquad-retrieval": export_xquad_retrieval, "parallel-qa": export_parallel_qa}
 
 
 def export(name: str, source: str | Path, out: str | Path, **kwargs) -> Path:

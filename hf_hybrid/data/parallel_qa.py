@@ -167,17 +167,32 @@ def load_xquad_r(directory: str | Path, languages: list[str] | None = None) -> D
 
 
 def xquad_r_candidates(directory: str | Path, languages: list[str] | None = None,
-                       article_ids: set[str] | None = None) -> dict[str, list[str]]:
-    """Every sentence of every paragraph, per language: LAReQA's candidate pool."""
+                       article_ids: set[str] | None = None, with_articles: bool = False) -> dict[str, list]:
+    """Every sentence of every paragraph, per language: LAReQA's candidate pool
+    (as (article_id, sentence) pairs with `with_articles`)."""
     pool = {}
     for lang, path in _squad_files(Path(directory), "{lang}.json", languages).items():
         pool[lang] = [
-            sentence
+            (f"xquad-{a}", sentence) if with_articles else sentence
             for a, article in enumerate(_squad_articles(path))
             if article_ids is None or f"xquad-{a}" in article_ids
             for paragraph in article["paragraphs"]
             for sentence in _xquad_r_sentences(paragraph)
         ]
+    return pool
+
+
+def dataset_candidates(source: str, languages: list[str], article_ids: set[str]) -> dict[str, list[str]] | None:
+    """The `candidates` config of a converted dataset (an exported folder or its Hub id), if it has one."""
+    from datasets import get_dataset_config_names, load_dataset
+
+    if "candidates" not in get_dataset_config_names(source):
+        return None
+    table = load_dataset(source, "candidates", split="train")
+    pool: dict[str, list[str]] = {l: [] for l in languages}
+    for lang, article, text in zip(table["lang"], table["article_id"], table["text"]):
+        if lang in pool and article in article_ids:
+            pool[lang].append(text)
     return pool
 
 
@@ -229,14 +244,21 @@ def load_columns(dataset: Dataset, languages: list[str] | None = None, source: s
 
 
 def folder_kind(path: Path) -> str | None:
-    """"xquad" (xquad.<lang>.json), "saved" (save_to_disk), "xquad-r" (<lang>.json), or None."""
+    """"xquad" (xquad.<lang>.json), "saved" (save_to_disk), "repo" (a dataset repo folder with parquet
+    files and a card, as `hf-hybrid data export parallel-qa` writes), "xquad-r" (<lang>.json), or None."""
     if list(path.glob("xquad.*.json")):
         return "xquad"
     if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
         return "saved"
+    if (path / "README.md").is_file() and list(path.glob("*/*.parquet")):
+        return "repo"
     if list(path.glob("*.json")):
         return "xquad-r"
     return None
+
+
+def is_hub_id(source: str) -> bool:
+    return source.count("/") == 1 and not Path(source).exists()
 
 
 def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train") -> Dataset:
@@ -254,6 +276,9 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
             return load_columns(load_from_disk(str(path)), languages, source=source)
         if kind == "xquad-r":
             return load_xquad_r(path, languages)
+        if kind == "repo":
+            from datasets import load_dataset
+            return load_columns(load_dataset(str(path), split=split), languages, source=source)
         raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
     if path.suffix in (".jsonl", ".json", ".csv", ".parquet") and not path.is_file():
         raise DataError(f"file not found: {path}")
@@ -263,7 +288,7 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
         from datasets import load_dataset
         builder = {".json": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
         return load_columns(load_dataset(builder, data_files=str(path), split="train"), languages, source=source)
-    if "/" in source and not path.exists() and source.count("/") == 1:
+    if is_hub_id(source):
         from datasets import load_dataset
         try:
             ds = load_dataset(source, split=split)

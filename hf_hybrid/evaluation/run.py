@@ -8,7 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_hybrid.data.parallel_qa import folder_kind, load_parallel_qa, select_split, xquad_r_candidates
+from hf_hybrid.data.parallel_qa import (dataset_candidates, folder_kind, is_hub_id, load_parallel_qa, select_split,
+                                        xquad_r_candidates)
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
 
 
@@ -38,6 +39,8 @@ def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
     data_dir = Path(cfg.data)
     if cfg.all_sentences and data_dir.is_dir() and folder_kind(data_dir) == "xquad-r":
         extra = xquad_r_candidates(data_dir, sorted(set(rows["lang"])), set(rows["article_id"]))
+    elif cfg.all_sentences and (folder_kind(data_dir) == "repo" if data_dir.is_dir() else is_hub_id(cfg.data)):
+        extra = dataset_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
     return ParallelBenchmark.from_rows(rows, extra)
 
 
