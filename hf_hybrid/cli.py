@@ -3,7 +3,7 @@
     hf-hybrid train [--config recipe.yaml] [--option value ...]   (one process; use `accelerate launch recipes/train_hybrid.py` for several)
     hf-hybrid eval  [--config eval.yaml] [--option value ...]   (--tasks NAME ...: project and MTEB tasks through mteb)
     hf-hybrid data info SOURCE [--languages en de ...]
-    hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (MTEB's XQuADRetrieval, offline)
+    hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (offline MTEB data; the converted datasets)
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
 """
