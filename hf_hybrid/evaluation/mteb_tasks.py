@@ -87,6 +87,8 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
                              f"(it has {', '.join(self.benchmark_languages)})")
         self.settings, self.n_folds, self.fold = list(settings), n_folds, fold
         self.hf_subsets = subset_names(self.task_languages, self.settings)
+        # this instance's languages: the `multilingual` pool has only these (the metadata is the class's, copy it)
+        self.metadata = self.metadata.model_copy(update={"eval_langs": eval_langs(self.task_languages)})
         self.benchmark: ParallelBenchmark | None = None
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:

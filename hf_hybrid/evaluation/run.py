@@ -147,7 +147,7 @@ def run_tasks(cfg: EvalConfig) -> dict:
         }
         if isinstance(task, ParallelRetrievalTask):
             summary[task.metadata.name]["settings"] = setting_means(subsets)
-    report = {"model": cfg.model, "tasks": summary}
+    report = {"model": cfg.model, "data": cfg.data, "tasks": summary}
     if cfg.output_dir:
         out = Path(cfg.output_dir)
         (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -55,7 +55,7 @@ _CITATION = """\
 }
 @article{elmahdy2024synergistic,
   title = {A Synergistic Approach for Simultaneous Optimization of Monolingual, Cross-lingual, and Multilingual Information Retrieval},
-  author = {Elmahdy, Adel and Lo, Sheng-Chieh and Sun, Yifei and others}, journal = {arXiv:2408.10536}, year = {2024},
+  author = {Elmahdy, Adel and others}, journal = {arXiv:2408.10536}, year = {2024},
 }
 @inproceedings{yang2024languagebias,
   title = {Language Bias in Multilingual Information Retrieval: The Nature of the Beast and Mitigation Methods},
