@@ -6,6 +6,7 @@
     hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (offline MTEB data; the converted datasets)
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
+    hf-hybrid push MODEL_DIR | --dataset DIR --repo-id USER/NAME [--eval DIR ...] [--report DIR] [--private] [--revision BRANCH] [--create-pr] [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]   (to the Hub, or HF_ENDPOINT)
 """
 
 from __future__ import annotations
@@ -125,8 +126,36 @@ def report_command(argv: list[str]) -> int:
     return 0
 
 
+@exit_on_user_error
+def push_command(argv: list[str]) -> int:
+    from hf_hybrid.hub.push import push
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid push",
+                                     description="Push a trained model (card, weights, training config, evaluation "
+                                                 "results) or a converted dataset to the Hugging Face Hub.")
+    parser.add_argument("model_dir", nargs="?", help="a model folder saved by `hf-hybrid train`")
+    parser.add_argument("--dataset", metavar="DATASET_DIR", help="push this `hf-hybrid data export` folder instead")
+    parser.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME")
+    parser.add_argument("--eval", nargs="+", default=[], metavar="DIR", help="evaluation output folders to include")
+    parser.add_argument("--report", metavar="DIR", help="an `hf-hybrid report` folder: its plots go on the card")
+    parser.add_argument("--hardware", help='training hardware for the card, e.g. "1x NVIDIA H100 80GB"')
+    parser.add_argument("--private", action="store_true", help="create the repo private")
+    parser.add_argument("--revision", help="push to this branch (created from main if new)")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of pushing to main")
+    parser.add_argument("--commit-message")
+    parser.add_argument("--dry-run", metavar="OUT_DIR", help="write the folder that would be pushed there; push nothing")
+    parser.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved)")
+    args = parser.parse_args(argv)
+    if (args.model_dir is None) == (args.dataset is None):
+        parser.error("give a MODEL_DIR or --dataset DATASET_DIR (one of them)")
+    print(push(args.dataset or args.model_dir, args.repo_id, dataset=args.dataset is not None, eval_dirs=args.eval,
+               report_dir=args.report, hardware=args.hardware, private=args.private, revision=args.revision, create_pr=args.create_pr,
+               commit_message=args.commit_message, dry_run=args.dry_run, token=args.token))
+    return 0
+
+
 COMMANDS = {"train": train_command, "eval": eval_command, "offline-model": offline_model_command,
-            "report": report_command}
+            "report": report_command, "push": push_command}
 
 
 def main(argv: list[str] | None = None) -> int:
