@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from hf_hybrid.languages import normalize_lang
+from hf_hybrid.languages import UnknownLanguageError, normalize_lang
 
 DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
 DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
@@ -196,6 +196,70 @@ def dataset_candidates(source: str, languages: list[str], article_ids: set[str])
     return pool
 
 
+# FLORES-200 sentences of the MasakhaNEWS languages (Nigerian Pidgin has none), and high-resource ones beside them
+FLORES_LOW_RESOURCE = ("hau", "yor", "swh", "som", "amh", "ibo", "xho", "sna", "lin", "lug", "gaz", "run", "tir")
+FLORES_HIGH_RESOURCE = ("eng", "fra", "deu", "spa", "zho", "arb")
+
+
+def flores_folders(directory: str | Path) -> dict[str, Path]:
+    """FLORES code (`hau_Latn`) -> folder of SIB-200's TSVs, from the SIB-200 root or its data/annotated."""
+    root = Path(directory)
+    if (root / "data" / "annotated").is_dir():
+        root = root / "data" / "annotated"
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and list(p.glob("*.tsv"))} if root.is_dir() else {}
+
+
+def _known_code(flores_code: str) -> str | None:
+    try:
+        return normalize_lang(flores_code)
+    except UnknownLanguageError:  # a few FLORES codes are retired or absent from ISO 639-3 tables
+        return None
+
+
+def _flores_folder(folders: dict[str, Path], code: str) -> Path:
+    """A FLORES code as given, or the folder of one of our codes in its usual script (zh -> zho_Hans)."""
+    from hf_hybrid.languages import mteb_language_code
+
+    if code in folders:
+        return folders[code]
+    lang = normalize_lang(code)
+    matches = [name for name in folders if _known_code(name) == lang]
+    if len(matches) > 1:  # several scripts: the usual one
+        script = mteb_language_code(lang).split("-")[1]
+        matches = [m for m in matches if m.endswith(f"_{script}")] or matches
+    if not matches:
+        raise DataError(f"no FLORES/SIB-200 folder for language {code!r}")
+    return folders[matches[0]]
+
+
+def load_flores(directory: str | Path, languages: list[str] | None = None,
+                splits: tuple[str, ...] = ("train", "dev", "test")) -> Dataset:
+    """FLORES-200 sentences from SIB-200 (`<lang_Script>/<split>.tsv`: index_id, category, text), parallel by
+    `index_id`: query = passage = the sentence (a sentence retrieves its translations). Default languages:
+    the MasakhaNEWS low-resource set and a few high-resource ones."""
+    folders = flores_folders(directory)
+    if not folders:
+        raise DataError(f"{directory}: no SIB-200 language folders (<lang_Script>/test.tsv)")
+    rows = []
+    for code in languages or (*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE):
+        folder = _flores_folder(folders, code)
+        for split in splits:
+            path = folder / f"{split}.tsv"
+            if not path.is_file():
+                raise DataError(f"{path}: missing")
+            lines = path.read_text(encoding="utf-8").splitlines()
+            header = lines[0].split("\t") if lines else []
+            if "index_id" not in header or "text" not in header:
+                raise DataError(f"{path}: expected the columns index_id and text")
+            i, t = header.index("index_id"), header.index("text")
+            for line in lines[1:]:
+                cells = line.split("\t")
+                group = f"flores-{cells[i]}"
+                rows.append({"group_id": group, "lang": code, "query": cells[t], "passage": cells[t],
+                             "article_id": group, "title": ""})
+    return make_parallel_qa(rows, languages or [*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE], source=str(directory))
+
+
 def load_mlqa(directory: str | Path, languages: list[str], split: str = "test") -> Dataset:
     """MLQA (`<split>-context-<l>-question-<l>.json`): the monolingual files of each language,
     grouped by MLQA's shared question ids; passage = the paragraph."""
@@ -245,13 +309,16 @@ def load_columns(dataset: Dataset, languages: list[str] | None = None, source: s
 
 def folder_kind(path: Path) -> str | None:
     """"xquad" (xquad.<lang>.json), "saved" (save_to_disk), "repo" (a dataset repo folder with parquet
-    files and a card, as `hf-hybrid data export parallel-qa` writes), "xquad-r" (<lang>.json), or None."""
+    files and a card, as `hf-hybrid data export parallel-qa` writes), "flores" (SIB-200's
+    <lang_Script>/*.tsv), "xquad-r" (<lang>.json), or None."""
     if list(path.glob("xquad.*.json")):
         return "xquad"
     if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
         return "saved"
     if (path / "README.md").is_file() and list(path.glob("*/*.parquet")):
         return "repo"
+    if flores_folders(path):
+        return "flores"
     if list(path.glob("*.json")):
         return "xquad-r"
     return None
@@ -276,6 +343,8 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
             return load_columns(load_from_disk(str(path)), languages, source=source)
         if kind == "xquad-r":
             return load_xquad_r(path, languages)
+        if kind == "flores":
+            return load_flores(path, languages)
         if kind == "repo":
             from datasets import load_dataset
             return load_columns(load_dataset(str(path), split=split), languages, source=source)

@@ -25,6 +25,7 @@ from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
+from hf_hybrid.data.parallel_qa import FLORES_HIGH_RESOURCE, FLORES_LOW_RESOURCE
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, ParallelScorer, check_settings
 from hf_hybrid.languages import mteb_language_code, normalize_lang
 
@@ -32,12 +33,14 @@ MULTILINGUAL = "multilingual"
 SPLIT = "test"
 
 
-def subset_names(languages: list[str], settings=SETTINGS) -> list[str]:
+def subset_names(languages: list[str], settings=SETTINGS, pivot: str | None = None,
+                 self_retrieval: bool = False) -> list[str]:
+    """The subsets of a parallel task (the rules of ParallelBenchmark: see its docstring)."""
     names = []
-    if "monolingual" in settings:
+    if "monolingual" in settings and not self_retrieval:
         names += languages
     if "cross-lingual" in settings:
-        names += [f"{x}-{y}" for x in languages for y in languages if x != y]
+        names += [f"{x}-{y}" for x in languages for y in languages if x != y and (pivot is None or pivot in (x, y))]
     if "multilingual" in settings and len(languages) > 1:
         names.append(MULTILINGUAL)
     return names
@@ -55,10 +58,10 @@ def setting_means(scores: dict[str, dict]) -> dict[str, float]:
     return {k: sum(v) / len(v) for k, v in by_setting.items()}
 
 
-def eval_langs(languages: list[str]) -> dict[str, list[str]]:
+def eval_langs(languages: list[str], pivot: str | None = None, self_retrieval: bool = False) -> dict[str, list[str]]:
     code = {l: mteb_language_code(l) for l in languages}
     out = {}
-    for name in subset_names(languages):
+    for name in subset_names(languages, SETTINGS, pivot, self_retrieval):
         out[name] = [code[l] for l in (languages if name == MULTILINGUAL else name.split("-"))]
     return out
 
@@ -72,6 +75,8 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
     """Base class: subclasses set `metadata` and `benchmark_languages`."""
 
     benchmark_languages: tuple[str, ...] = ()
+    pivot: str | None = None  # cross-lingual subsets only with this language (FLORES: X-en, en-X)
+    self_retrieval: bool = False  # queries are the candidates themselves (FLORES sentences): no monolingual subsets
 
     def __init__(self, data: str | None = None, languages: list[str] | None = None, settings=SETTINGS,
                  n_folds: int = 0, fold: int = 0, **kwargs: Any):
@@ -86,9 +91,10 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
             raise ValueError(f"{self.metadata.name} has no language(s) {', '.join(outside)} "
                              f"(it has {', '.join(self.benchmark_languages)})")
         self.settings, self.n_folds, self.fold = list(settings), n_folds, fold
-        self.hf_subsets = subset_names(self.task_languages, self.settings)
+        self.hf_subsets = subset_names(self.task_languages, self.settings, self.pivot, self.self_retrieval)
         # this instance's languages: the `multilingual` pool has only these (the metadata is the class's, copy it)
-        self.metadata = self.metadata.model_copy(update={"eval_langs": eval_langs(self.task_languages)})
+        self.metadata = self.metadata.model_copy(
+            update={"eval_langs": eval_langs(self.task_languages, self.pivot, self.self_retrieval)})
         self.benchmark: ParallelBenchmark | None = None
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
@@ -102,6 +108,9 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         missing = sorted(set(self.task_languages) - set(bench.languages))
         if missing:
             raise ValueError(f"{self.data} has no rows in {', '.join(missing)}")
+        if bench.self_retrieval != self.self_retrieval:
+            raise ValueError(f"{self.data} is not {self.metadata.name}'s kind of data "
+                             f"({'sentences retrieving their translations' if self.self_retrieval else 'questions and passages'})")
         self.benchmark = bench
         queries = {l: Dataset.from_dict({"id": [f"{l}:{g}" for g, _ in bench.queries[l]],
                                          "text": [t for _, t in bench.queries[l]]}) for l in bench.languages}
@@ -111,7 +120,8 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         def split_data(query_langs: list[str], cand_langs: list[str]) -> dict:
             from datasets import concatenate_datasets
 
-            qrels = {f"{q}:{g}": {f"{c}:{bench.relevant[c][g]}": 1 for c in cand_langs if g in bench.relevant[c]}
+            qrels = {f"{q}:{g}": {f"{c}:{bench.relevant[c][g]}": 1 for c in cand_langs
+                                  if g in bench.relevant[c] and not (bench.self_retrieval and c == q)}
                      for q in query_langs for g, _ in bench.queries[q]}
             return {"queries": concatenate_datasets([queries[l] for l in query_langs]),
                     "corpus": concatenate_datasets([corpus[l] for l in cand_langs]),
@@ -226,4 +236,54 @@ class MLQARParallelRetrieval(ParallelRetrievalTask):
         "cc-by-sa-3.0")
 
 
-PROJECT_TASKS = {cls.metadata.name: cls for cls in (XQuADRParallelRetrieval, MLQARParallelRetrieval)}
+_FLORES_LANGUAGES = tuple(sorted(normalize_lang(l) for l in (*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE)))
+
+_FLORES_CITATION = r"""
+@article{nllb2022,
+  author = {{NLLB Team} and Costa-juss{\`a}, Marta R. and others},
+  journal = {arXiv preprint arXiv:2207.04672},
+  title = {No Language Left Behind: Scaling Human-Centered Machine Translation},
+  year = {2022},
+}
+
+@inproceedings{adelani-etal-2024-sib,
+  author = {Adelani, David Ifeoluwa and Liu, Hannah and Shen, Xiaoyu and Vassilyev, Nikita and Alabi, Jesujoba O. and
+            Mao, Yanke and Gao, Haonan and Lee, En-Shiun Annie},
+  booktitle = {Proceedings of the 18th Conference of the European Chapter of the Association for Computational Linguistics},
+  title = {{SIB}-200: A Simple, Inclusive, and Big Evaluation Dataset for Topic Classification in 200+ Languages and Dialects},
+  year = {2024},
+}
+"""
+
+
+class FloresLowResourceRetrieval(ParallelRetrievalTask):
+    benchmark_languages = _FLORES_LANGUAGES
+    pivot = "en"
+    self_retrieval = True
+    metadata = TaskMetadata(
+        name="FloresLowResourceRetrieval",
+        dataset={"path": "hf-hybrid/flores-low-resource", "revision": "main"},
+        description=(
+            "FLORES-200 sentences (the 1004 of SIB-200) in the MasakhaNEWS languages and a few high-resource ones: "
+            "a sentence retrieves its translation, X->English and English->X, and its translations in every other "
+            "language from one multilingual pool (its own language left out). Exact mAP over the full ranking."),
+        reference="https://github.com/dadelani/sib-200",
+        type="Retrieval",
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[SPLIT],
+        eval_langs=eval_langs(list(_FLORES_LANGUAGES), "en", True),
+        main_score="map",
+        date=("2022-07-06", "2023-09-14"),
+        domains=["Encyclopaedic", "News", "Written"],
+        task_subtypes=[],
+        license="cc-by-sa-4.0",
+        annotations_creators="human-annotated",
+        dialect=[],
+        sample_creation="human-translated",
+        bibtex_citation=_FLORES_CITATION,
+    )
+
+
+PROJECT_TASKS = {cls.metadata.name: cls
+                 for cls in (XQuADRParallelRetrieval, MLQARParallelRetrieval, FloresLowResourceRetrieval)}

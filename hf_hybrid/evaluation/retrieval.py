@@ -24,12 +24,27 @@ RECALL_KS = (1, 5, 10, 100)
 
 @dataclass
 class ParallelBenchmark:
-    """queries[l]: (group_id, text); candidates[l]: texts; relevant[l][group_id]: index in candidates[l]."""
+    """queries[l]: (group_id, text); candidates[l]: texts; relevant[l][group_id]: index in candidates[l].
+
+    With `self_retrieval` (a sentence retrieves its translations, as on FLORES: every query is its own
+    passage) there is no monolingual setting, a query's own language is left out of its multilingual
+    pool, and cross-lingual pairs are those with `pivot` (X->pivot, pivot->X) when it is set.
+    """
 
     languages: list[str]
     queries: dict[str, list[tuple[str, str]]]
     candidates: dict[str, list[str]]
     relevant: dict[str, dict[str, int]]
+    self_retrieval: bool = False
+    pivot: str | None = None
+
+    def cross_lingual_pairs(self) -> list[tuple[str, str]]:
+        return [(x, y) for x in self.languages for y in self.languages
+                if x != y and (self.pivot is None or self.pivot in (x, y))]
+
+    def pool_languages(self, query_lang: str) -> list[str]:
+        """The candidate languages of the multilingual pool for queries in `query_lang`."""
+        return [l for l in self.languages if not (self.self_retrieval and l == query_lang)]
 
     @classmethod
     def from_rows(cls, rows, extra_candidates: dict[str, list[str]] | None = None) -> ParallelBenchmark:
@@ -54,7 +69,9 @@ class ParallelBenchmark:
             if lang in index:
                 for text in texts:
                     candidate_index(lang, text)
-        return cls(languages, queries, candidates, relevant)
+        self_retrieval = all(q == p for q, p in zip(rows["query"], rows["passage"]))
+        pivot = "en" if self_retrieval and "en" in languages else None
+        return cls(languages, queries, candidates, relevant, self_retrieval, pivot)
 
 
 def _ranks(scores: torch.Tensor, relevant_cols: torch.Tensor) -> torch.Tensor:
@@ -150,11 +167,11 @@ class ParallelScorer:
         check_settings(settings)
         langs = self.bench.languages
         results: dict = {"languages": langs}
-        if "monolingual" in settings:
+        if "monolingual" in settings and not self.bench.self_retrieval:
             per = {l: self.monolingual(l) for l in langs}
             results["monolingual"] = {"per_setting": per, "average": _average(per)}
         if "cross-lingual" in settings:
-            per = {f"{x}-{y}": self.cross_lingual(x, y) for x in langs for y in langs if x != y}
+            per = {f"{x}-{y}": self.cross_lingual(x, y) for x, y in self.bench.cross_lingual_pairs()}
             if per:
                 results["cross-lingual"] = {"per_setting": per, "average": _average(per)}
         if "multilingual" in settings:
@@ -163,28 +180,30 @@ class ParallelScorer:
 
     def multilingual(self) -> dict:
         """Retrieval metrics per query language in the pool of all languages, and the language-bias profile."""
-        langs = self.bench.languages
-        pool_size = {l: len(self.bench.candidates[l]) for l in langs}
-        total = sum(pool_size.values())
+        bench, langs = self.bench, self.bench.languages
+        pool_size = {l: len(bench.candidates[l]) for l in langs}
         per, share, distance, mean_rank = {}, {}, {}, {}
-        for i, l in enumerate(langs):
-            ranks, top = self.ranks(l, langs, top_k=len(langs))
+        for l in langs:
+            pool = bench.pool_languages(l)
+            own = pool.index(l) if l in pool else None
+            ranks, top = self.ranks(l, pool, top_k=len(pool) if own is not None else 0)
             per[l] = metrics_from_ranks(ranks)
-            share[l] = same_language_share(top, i).mean().item()
+            if own is not None:
+                share[l] = same_language_share(top, own).mean().item()
             distance[l] = rank_distance(ranks).mean().item()
-            mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(langs)}
-        blind = {l: pool_size[l] / total for l in langs}
+            mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(pool)}
         bias = {
-            "top_k": len(langs),
-            "same_language_share": share,
-            "language_blind_share": blind,
-            "same_language_preference": {l: share[l] / blind[l] for l in langs},
             "mean_rank": mean_rank,
-            "mean_rank_by_candidate_language": {c: _mean(mean_rank[q][c] for q in langs) for c in langs},
+            "mean_rank_by_candidate_language": {c: _mean(m[c] for m in mean_rank.values() if c in m) for c in langs},
             "rank_distance": distance,
         }
-        if len(langs) > 1:
-            bias["rank_correlation"] = self.rank_correlation()
+        if share:  # the query's own language is in its pool
+            total = sum(pool_size.values())
+            blind = {l: pool_size[l] / total for l in langs}
+            bias.update(top_k=len(langs), same_language_share=share, language_blind_share=blind,
+                        same_language_preference={l: share[l] / blind[l] for l in langs})
+            if len(langs) > 1:  # parallel queries rank the same pool
+                bias["rank_correlation"] = self.rank_correlation()
         for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
             if key in bias:
                 bias[f"{key}_mean"] = _mean(bias[key].values())
@@ -230,7 +249,7 @@ def markdown_table(results: dict, metric: str = "map") -> str:
         lines.append(f"| {setting} | " + " | ".join(cells) + f" | {results[setting]['average'][metric]:.3f} |")
     if "multilingual" in results:
         bias = results["multilingual"]["bias"]
-        rows = [(f"same-language share of top-{bias['top_k']}", "same_language_share", ".2f"),
+        rows = [(f"same-language share of top-{bias.get('top_k')}", "same_language_share", ".2f"),
                 ("mean rank of the relevant candidate in this language", "mean_rank_by_candidate_language", ".1f"),
                 ("rank distance", "rank_distance", ".1f"), ("rank correlation", "rank_correlation", ".3f")]
         for label, key, fmt in rows:

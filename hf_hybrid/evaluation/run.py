@@ -8,8 +8,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_hybrid.data.parallel_qa import (dataset_candidates, folder_kind, is_hub_id, load_parallel_qa, select_split,
-                                        xquad_r_candidates)
+from hf_hybrid.data.parallel_qa import (
+    dataset_candidates,
+    folder_kind,
+    is_hub_id,
+    load_parallel_qa,
+    select_split,
+    xquad_r_candidates,
+)
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
 
 
