@@ -6,6 +6,8 @@
     hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (offline MTEB data; the converted datasets)
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
+    hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--collection demo|xquad-r|FILE ...] [--port N]   (the Gradio demo)
+    hf-hybrid space push --repo-id USER/NAME [--private] [--token TOKEN] [--dry-run OUT_DIR]   (upload spaces/hf-hybrid-demo as a Space)
     hf-hybrid push MODEL_DIR | --dataset DIR --repo-id USER/NAME [--eval DIR ...] [--report DIR] [--private] [--revision BRANCH] [--create-pr] [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]   (to the Hub, or HF_ENDPOINT)
 """
 
@@ -154,8 +156,28 @@ def push_command(argv: list[str]) -> int:
     return 0
 
 
+@exit_on_user_error
+def space_command(argv: list[str]) -> int:
+    from hf_hybrid.space import add_run_arguments, push_space, run_from_args
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid space", description="The Gradio demo Space: run it or push it.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    add_run_arguments(sub.add_parser("run", help="serve the demo locally"))
+    push = sub.add_parser("push", help="upload spaces/hf-hybrid-demo to the Hub as a Gradio Space")
+    push.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME")
+    push.add_argument("--private", action="store_true")
+    push.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved)")
+    push.add_argument("--dry-run", metavar="OUT_DIR", help="copy the Space folder there; push nothing")
+    args = parser.parse_args(argv)
+    if args.action == "run":
+        return run_from_args(args)
+    print(push_space(args.repo_id, dry_run=args.dry_run, private=args.private, token=args.token))
+    return 0
+
+
 COMMANDS = {"train": train_command, "eval": eval_command, "offline-model": offline_model_command,
-            "report": report_command, "push": push_command}
+            "report": report_command, "push": push_command,
+            "space": space_command}
 
 
 def main(argv: list[str] | None = None) -> int:
