@@ -114,7 +114,8 @@ def _mteb_task(name: str, languages: list[str] | None):
     ours = [normalize_lang(l) for l in languages]
     if set(ours) <= set(task.hf_subsets):
         return mteb.get_task(name, hf_subsets=ours)
-    return mteb.get_task(name, languages=[mteb_language_code(l).split("-")[0] for l in ours])
+    # a three-letter code is passed as given, so that MTEB's individual languages (`swh`) stay reachable
+    return mteb.get_task(name, languages=[l if len(l) == 3 else mteb_language_code(l).split("-")[0] for l in languages])
 
 
 def run_tasks(cfg: EvalConfig) -> dict:
