@@ -44,7 +44,8 @@ def run_study(cfg: StudyConfig) -> dict:
             model = cfg.model
             if arm != "base":
                 train_cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(HybridTrainingConfig)}
-                train_cfg.update(sampler=arm, fold=fold, output_dir=str(arm_dir / "model"))
+                # arms are pushed, if at all, one by one with `hf-hybrid push`
+                train_cfg.update(sampler=arm, fold=fold, output_dir=str(arm_dir / "model"), push_to_hub=None)
                 model = str(train(HybridTrainingConfig(**train_cfg)))
             results = run_evaluation(EvalConfig(
                 model=model, data=cfg.data, languages=cfg.languages, split=cfg.eval_split, n_folds=cfg.n_folds,

@@ -291,3 +291,20 @@ def test_unreachable_or_offline_hub_fails_fast(run_dir, capsys, monkeypatch):
     assert time.monotonic() - started < 10  # no retry loop
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     assert_one_line_error(push(capsys, run_dir, "--repo-id", f"{USER}/z"), "HF_HUB_OFFLINE")
+
+
+def test_training_pushes_with_push_to_hub(on_hub, tiny_model_dir, tmp_path, capsys):
+    hub = on_hub
+    common = ["train", "--model", str(tiny_model_dir), "--data", "demo", "--languages", "de", "en",
+              "--batch_size", "4", "--max_steps", "2"]
+    assert main([*common, "--output_dir", str(tmp_path / "trained"), "--push_to_hub", f"{USER}/from-training",
+                 "--hub_private", "true"]) == 0
+    assert "pushed" in capsys.readouterr().out
+    assert {"model.safetensors", "README.md", "training_config.yaml", "train_summary.json"} <= set(
+        hub.files(f"{USER}/from-training"))
+    assert hub.repo(f"{USER}/from-training").private
+    # a push that fails after training keeps the model and says how to push it again
+    code = main([*common, "--output_dir", str(tmp_path / "again"), "--push_to_hub", "bob/not-mine"])
+    captured = capsys.readouterr()
+    assert_one_line_error((code, captured.out, captured.err), "403", "the model is saved in", "hf-hybrid push")
+    assert (tmp_path / "again" / "model.safetensors").is_file()

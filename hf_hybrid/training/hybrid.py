@@ -54,6 +54,9 @@ class HybridTrainingConfig:
     num_workers: int = 0
     seed: int = 42
     log_batches: bool = field(default=False, metadata={"help": "write each rank's batches to batches-rank<N>.jsonl"})
+    push_to_hub: str | None = field(default=None, metadata={
+        "help": "after training, push the model with its card to this Hub repo id (as `hf-hybrid push`)"})
+    hub_private: bool = field(default=False, metadata={"help": "with push_to_hub: create the repo private"})
 
     def __post_init__(self):
         from hf_hybrid.sampling import SAMPLERS
@@ -255,6 +258,14 @@ def train(cfg: HybridTrainingConfig) -> Path:
                    "processes": accelerator.num_processes, "device": str(accelerator.device)}
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
+        if cfg.push_to_hub:
+            from hf_hybrid.hub.push import PushError, push
+
+            try:
+                accelerator.print(push(output_dir, cfg.push_to_hub, private=cfg.hub_private))
+            except PushError as err:
+                raise PushError(f"{err} (the model is saved in {output_dir}; push it later with "
+                                f"`hf-hybrid push {output_dir} --repo-id {cfg.push_to_hub}`)") from None
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
