@@ -5,7 +5,7 @@ import torch
 
 evaluate = pytest.importorskip("evaluate")
 
-from test_evaluation import LookupEncoder, bench
+from test_evaluation import LookupEncoder, bench, topic_vectors
 
 from hf_hybrid.evaluation.retrieval import evaluate_parallel
 
@@ -26,14 +26,8 @@ def test_small_example(metric):
 
 
 def test_same_numbers_as_the_toolkit(metric):
-    torch.manual_seed(3)
     langs, n = ["de", "en", "sw"], 10
-    vectors = {}
-    for g in range(n):
-        topic = torch.randn(8)
-        for l in langs:
-            vectors[f"q{g}{l}"] = topic + torch.randn(8)
-            vectors[f"p{g}{l}"] = topic + torch.randn(8)
+    vectors = topic_vectors(langs, n, seed=3)
     ours = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), settings=["multilingual"], progress=False)
     pool = [f"p{g}{l}" for l in langs for g in range(n)]
     pool_vectors = torch.stack([vectors[c] for c in pool])

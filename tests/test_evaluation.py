@@ -27,6 +27,18 @@ def bench(langs, n_groups):
     )
 
 
+def topic_vectors(langs, n_groups, seed):
+    """Queries q<g><lang> and passages p<g><lang>: one random topic per group plus noise."""
+    torch.manual_seed(seed)
+    vectors = {}
+    for g in range(n_groups):
+        topic = torch.randn(8)
+        for l in langs:
+            vectors[f"q{g}{l}"] = topic + torch.randn(8)
+            vectors[f"p{g}{l}"] = topic + torch.randn(8)
+    return vectors
+
+
 def test_hand_computed_map():
     vectors = {
         "q0en": [1, 0], "q1en": [0, 1], "q0de": [1, 0], "q1de": [0, 1],
@@ -63,14 +75,8 @@ def naive_metrics(query, pool, relevant):
 
 
 def test_matches_a_naive_implementation():
-    torch.manual_seed(0)
     langs, n = ["ar", "en", "sw"], 30
-    vectors = {}
-    for g in range(n):
-        topic = torch.randn(8)
-        for l in langs:
-            vectors[f"q{g}{l}"] = topic + torch.randn(8)
-            vectors[f"p{g}{l}"] = topic + torch.randn(8)
+    vectors = topic_vectors(langs, n, seed=0)
     r = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), progress=False, query_chunk=7)
     pool = torch.stack([vectors[f"p{g}{l}"] for l in langs for g in range(n)])
     for qi, ql in enumerate(langs):
@@ -91,14 +97,8 @@ def test_matches_a_naive_implementation():
 def test_rank_correlation_matches_scipy():
     from scipy.stats import spearmanr
 
-    torch.manual_seed(1)
     langs, n = ["de", "en", "sw"], 12
-    vectors = {}
-    for g in range(n):
-        topic = torch.randn(8)
-        for l in langs:
-            vectors[f"q{g}{l}"] = topic + torch.randn(8)
-            vectors[f"p{g}{l}"] = topic + torch.randn(8)
+    vectors = topic_vectors(langs, n, seed=1)
     r = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), settings=["multilingual"], progress=False, query_chunk=5)
     pool = torch.stack([vectors[f"p{g}{l}"] for l in langs for g in range(n)]).numpy()
     for a in langs:

@@ -1,6 +1,7 @@
 import pytest
 import torch
 from conftest import shared_data
+from test_evaluation import LookupEncoder
 
 from hf_hybrid.data.parallel_qa import DataError, load_parallel_qa
 from hf_hybrid.evaluation.retrieval import ParallelBenchmark, evaluate_parallel
@@ -25,16 +26,6 @@ def write_sib(root, sentences=SENTENCES):
             lines = ["index_id\tcategory\ttext"] + [f"{10 + texts.index(t)}\tnews\t{t}" for t in rows]
             (folder / f"{split}.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return root
-
-
-class LookupEncoder:
-    device = torch.device("cpu")
-
-    def __init__(self, vectors):
-        self.vectors = vectors
-
-    def encode(self, texts, kind, batch_size=64, progress=False):
-        return torch.stack([torch.as_tensor(self.vectors[t], dtype=torch.float32) for t in texts])
 
 
 def test_sib200_folder_loads_as_parallel_sentences(tmp_path):
