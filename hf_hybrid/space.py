@@ -500,25 +500,24 @@ def run_from_args(args) -> int:
 
 def push_space(repo_id: str, dry_run: str | Path | None = None, private: bool = False, token: str | None = None,
                folder: str | Path = SPACE_DIR) -> str:
-    """Upload the Space folder (app.py, requirements.txt, README.md) as a Gradio Space, or with
-    `dry_run` copy it there; returns the Space URL or the folder."""
+    """Upload the Space folder (app.py, requirements.txt, README.md) as a Gradio Space through the same push
+    as models and datasets (hf_hybrid.hub.push.upload), or with `dry_run` copy it there; returns the Space
+    URL or the folder."""
     import shutil
+    import tempfile
+
+    from hf_hybrid.hub.push import check_repo_id, upload
 
     folder = Path(folder)
     if not (folder / "app.py").is_file():
         raise FileNotFoundError(f"Space folder not found: {folder} (run from a checkout of the repository)")
-    if "/" not in repo_id or repo_id.count("/") != 1:
-        raise ValueError(f"--repo-id must be USER/NAME, got {repo_id!r}")
+    check_repo_id(repo_id)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "flagged", ".gradio")
     if dry_run:
         out = Path(dry_run)
         shutil.copytree(folder, out, ignore=ignore, dirs_exist_ok=True)
         return str(out)
-    from huggingface_hub import HfApi
-
-    api = HfApi(token=token)
-    url = api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space",
-                      commit_message="Upload the hf-hybrid demo Space",
-                      ignore_patterns=["__pycache__/*", "*.pyc", "flagged/*", ".gradio/*"])
-    return str(url)
+    with tempfile.TemporaryDirectory(prefix="hf-hybrid-space-") as tmp:
+        shutil.copytree(folder, Path(tmp) / "space", ignore=ignore)
+        return upload(Path(tmp) / "space", repo_id, repo_type="space", private=private, token=token,
+                      commit_message="Upload the hf-hybrid demo Space", space_sdk="gradio").url

@@ -308,3 +308,16 @@ def test_training_pushes_with_push_to_hub(on_hub, tiny_model_dir, tmp_path, caps
     captured = capsys.readouterr()
     assert_one_line_error((code, captured.out, captured.err), "403", "the model is saved in", "hf-hybrid push")
     assert (tmp_path / "again" / "model.safetensors").is_file()
+
+
+def test_space_goes_through_the_same_push(on_hub, capsys, monkeypatch):
+    hub = on_hub
+    code = main(["space", "push", "--repo-id", f"{USER}/demo-space"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert f"{hub.url}/spaces/{USER}/demo-space" in captured.out
+    assert {"app.py", "requirements.txt", "README.md"} <= set(hub.files(f"{USER}/demo-space", repo_type="space"))
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
+    code = main(["space", "push", "--repo-id", f"{USER}/demo-space"])
+    captured = capsys.readouterr()
+    assert_one_line_error((code, captured.out, captured.err), "refused the token")

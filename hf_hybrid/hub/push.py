@@ -81,7 +81,7 @@ def _copy(src: Path, dst: Path) -> None:
     shutil.copyfile(src, dst)
 
 
-def _check_repo_id(repo_id: str) -> None:
+def check_repo_id(repo_id: str) -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
     try:
@@ -137,7 +137,7 @@ def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eva
     eval_dirs = [Path(d) for d in eval_dirs]
     if not model_dir.is_dir():
         raise PushError(f"{model_dir}: no such model folder")
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     names = [d.resolve().name for d in eval_dirs]
     if len(set(names)) != len(names):
         raise PushError(f"--eval folders must have different names (they become results/<name>/): {' '.join(names)}")
@@ -157,7 +157,7 @@ def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str)
     dataset_dir, out = Path(dataset_dir), Path(out)
     if not dataset_dir.is_dir():
         raise PushError(f"{dataset_dir}: no such dataset folder")
-    _check_repo_id(repo_id)
+    check_repo_id(repo_id)
     if not (dataset_dir / "README.md").is_file():
         raise PushError(f"{dataset_dir} is not a converted dataset (no README.md; write one with "
                         "`hf-hybrid data export ... --out DIR`)")
@@ -196,8 +196,9 @@ def _server_message(err) -> str:
 
 def upload(folder: str | Path, repo_id: str, *, repo_type: str = "model", private: bool = False,
            revision: str | None = None, create_pr: bool = False, commit_message: str | None = None,
-           token: str | None = None) -> PushResult:
-    """Upload a built folder as one push: create the repo (and branch) if needed, then upload_folder."""
+           token: str | None = None, space_sdk: str | None = None) -> PushResult:
+    """Upload a built folder as one push: create the repo (and branch) if needed, then upload_folder.
+    A new Space repo needs its `space_sdk` (e.g. "gradio")."""
     import httpx2
     from huggingface_hub import HfApi, constants, get_token
     from huggingface_hub.errors import HfHubHTTPError
@@ -231,7 +232,8 @@ def upload(folder: str | Path, repo_id: str, *, repo_type: str = "model", privat
                 raise PushError(f"{kind} exists and is public: --private only makes new repos private "
                                 f"(make it private on the Hub first, or drop --private)")
             if not existed:
-                api.create_repo(repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True)
+                api.create_repo(repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True,
+                                space_sdk=space_sdk)
                 if not api.repo_exists(repo_id, repo_type=repo_type):  # the name is taken by another type
                     taken = [t for t in REPO_TYPES if t != repo_type and api.repo_exists(repo_id, repo_type=t)]
                     raise PushError(f"cannot create {kind} on {api.endpoint}: the name is taken"
