@@ -69,10 +69,19 @@ def xquad_retrieval_tables(source: str | Path, languages: list[str] | None = Non
     }
 
 
-def _dataset_card(configs: list[str], languages: list[str], source: Path) -> str:
-    lines = ["---", "license: cc-by-sa-4.0", "language:", *[f"- {l}" for l in languages], "configs:"]
-    for config in configs:
-        lines += [f"- config_name: {config}", "  data_files:", f"  - split: {SPLIT}", f"    path: {config}/{SPLIT}-*.parquet"]
+def _write_configs(out: Path, tables: dict[str, Dataset], split: str) -> list[str]:
+    """Each table as the config of that name (`<config>/<split>-00000-of-00001.parquet`, the Hub's layout);
+    returns the dataset card's YAML `configs:` lines that map each config to its files."""
+    lines = ["configs:"]
+    for config, table in tables.items():
+        (out / config).mkdir(parents=True, exist_ok=True)
+        table.to_parquet(str(out / config / f"{split}-00000-of-00001.parquet"))
+        lines += [f"- config_name: {config}", "  data_files:", f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
+    return lines
+
+
+def _dataset_card(configs_yaml: list[str], languages: list[str], source: Path) -> str:
+    lines = ["---", "license: cc-by-sa-4.0", "language:", *[f"- {l}" for l in languages], *configs_yaml]
     lines += ["---", "", f"# {XQUAD_RETRIEVAL_REPO} (local copy)", "",
               (f"Built by `hf-hybrid data export xquad-retrieval` from the XQuAD files in `{source}` "
                "(SQuAD v1.1 JSON, CC BY-SA 4.0), in the layout of MTEB's `XQuADRetrieval` task: per language "
@@ -105,16 +114,11 @@ def export_xquad_retrieval(source: str | Path, out: str | Path, languages: list[
     if datasets_cache is not None:
         _check_cache(Path(datasets_cache), [f"{l}-{p}" for l in tables for p in PARTS], overwrite)
     _check_output(out, overwrite)
-    configs = []
-    for lang, parts in tables.items():
-        for part in PARTS:
-            config = f"{lang}-{part}"
-            (out / config).mkdir(parents=True, exist_ok=True)
-            parts[part].to_parquet(str(out / config / f"{SPLIT}-00000-of-00001.parquet"))
-            configs.append(config)
-    (out / "README.md").write_text(_dataset_card(configs, list(tables), source), encoding="utf-8")
+    configs = {f"{lang}-{part}": parts[part] for lang, parts in tables.items() for part in PARTS}
+    configs_yaml = _write_configs(out, configs, SPLIT)
+    (out / "README.md").write_text(_dataset_card(configs_yaml, list(tables), source), encoding="utf-8")
     if datasets_cache is not None:
-        write_datasets_cache(out, Path(datasets_cache), configs)
+        write_datasets_cache(out, Path(datasets_cache), list(configs))
     return out
 
 
@@ -182,12 +186,7 @@ def export_parallel_qa(source: str | Path, out: str | Path, languages: list[str]
         pool = xquad_r_candidates(source, langs, with_articles=True)
         configs["candidates"] = Dataset.from_list([{"lang": l, "article_id": a, "text": t}
                                                    for l in langs for a, t in pool[l]])
-    for name, table in configs.items():
-        (out / name).mkdir(parents=True, exist_ok=True)
-        table.to_parquet(str(out / name / "train-00000-of-00001.parquet"))
-    card = ["---", "language:", *[f"- {l}" for l in langs], "configs:"]
-    for name in configs:
-        card += [f"- config_name: {name}", "  data_files:", "  - split: train", f"    path: {name}/train-*.parquet"]
+    card = ["---", "language:", *[f"- {l}" for l in langs], *_write_configs(out, configs, "train")]
     card += ["---", "", f"# ParallelQA rows from {Path(str(source)).name}", "",
              f"Written by `hf-hybrid data export parallel-qa` from `{source}`: {len(rows)} rows, "
              f"{len(set(rows['group_id']))} question groups in {len(langs)} languages ({', '.join(langs)}). "
