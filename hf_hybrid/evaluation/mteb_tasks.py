@@ -26,7 +26,7 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
 from hf_hybrid.data.parallel_qa import FLORES_HIGH_RESOURCE, FLORES_LOW_RESOURCE
-from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, ParallelScorer, check_settings
+from hf_hybrid.evaluation.retrieval import BIAS_MEANS, SETTINGS, ParallelBenchmark, ParallelScorer, check_settings
 from hf_hybrid.languages import mteb_language_code, normalize_lang
 
 MULTILINGUAL = "multilingual"
@@ -44,6 +44,14 @@ def subset_names(languages: list[str], settings=SETTINGS, pivot: str | None = No
     if "multilingual" in settings and len(languages) > 1:
         names.append(MULTILINGUAL)
     return names
+
+
+def subset_languages(subset: str, languages: list[str]) -> tuple[list[str], list[str]]:
+    """(query languages, candidate languages) of a subset: `de`, `de-en` or `multilingual`."""
+    if subset == MULTILINGUAL:
+        return languages, languages
+    query, _, candidates = subset.partition("-")
+    return [query], [candidates or query]
 
 
 def setting_of(subset: str) -> str:
@@ -127,14 +135,7 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
                     "corpus": concatenate_datasets([corpus[l] for l in cand_langs]),
                     "relevant_docs": qrels, "top_ranked": None}
 
-        self.dataset = {}
-        for name in self.hf_subsets:
-            if name == MULTILINGUAL:
-                langs = bench.languages
-                self.dataset[name] = {SPLIT: split_data(langs, langs)}
-            else:
-                q, _, c = name.partition("-")
-                self.dataset[name] = {SPLIT: split_data([q], [c or q])}
+        self.dataset = {name: {SPLIT: split_data(*subset_languages(name, bench.languages))} for name in self.hf_subsets}
         self.data_loaded = True
 
     def _encode(self, model, texts: Dataset, prompt_type: PromptType, hf_subset: str, encode_kwargs: dict) -> torch.Tensor:
@@ -151,11 +152,7 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         bench = self.benchmark
         q_all = self._encode(model, data_split["queries"], PromptType.query, hf_subset, encode_kwargs)
         c_all = self._encode(model, data_split["corpus"], PromptType.document, hf_subset, encode_kwargs)
-        if hf_subset == MULTILINGUAL:
-            query_langs = cand_langs = bench.languages
-        else:
-            q, _, c = hf_subset.partition("-")
-            query_langs, cand_langs = [q], [c or q]
+        query_langs, cand_langs = subset_languages(hf_subset, bench.languages)
         # the split's rows are each language's queries / candidates in benchmark order, language after language
         q_emb = dict(zip(query_langs, q_all.split([len(bench.queries[l]) for l in query_langs])))
         c_emb = dict(zip(cand_langs, c_all.split([len(bench.candidates[l]) for l in cand_langs])))
@@ -165,7 +162,7 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         result = scorer.multilingual()
         scores = _flat_scores(result["average"])
         bias = result["bias"]
-        for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
+        for key in BIAS_MEANS:
             if key in bias:
                 scores[key] = bias[f"{key}_mean"]
                 scores.update({f"{key}_{l}": v for l, v in bias[key].items()})

@@ -20,6 +20,8 @@ from hf_hybrid.evaluation.bias import rank_correlations, rank_distance, same_lan
 
 SETTINGS = ("monolingual", "cross-lingual", "multilingual")
 RECALL_KS = (1, 5, 10, 100)
+# the per-language bias measures that also get a `<key>_mean` over languages
+BIAS_MEANS = ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation")
 
 
 @dataclass
@@ -204,7 +206,7 @@ class ParallelScorer:
                         same_language_preference={l: share[l] / blind[l] for l in langs})
             if len(langs) > 1:  # parallel queries rank the same pool
                 bias["rank_correlation"] = self.rank_correlation()
-        for key in ("same_language_share", "same_language_preference", "rank_distance", "rank_correlation"):
+        for key in BIAS_MEANS:
             if key in bias:
                 bias[f"{key}_mean"] = _mean(bias[key].values())
         return {"per_setting": per, "average": _average(per), "bias": bias}

@@ -42,10 +42,10 @@ def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
     rows = load_parallel_qa(cfg.data, cfg.languages)
     rows = select_split(rows, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction)
     extra = None
-    data_dir = Path(cfg.data)
-    if cfg.all_sentences and data_dir.is_dir() and folder_kind(data_dir) == "xquad-r":
-        extra = xquad_r_candidates(data_dir, sorted(set(rows["lang"])), set(rows["article_id"]))
-    elif cfg.all_sentences and (folder_kind(data_dir) == "repo" if data_dir.is_dir() else is_hub_id(cfg.data)):
+    kind = folder_kind(Path(cfg.data)) if Path(cfg.data).is_dir() else None
+    if cfg.all_sentences and kind == "xquad-r":
+        extra = xquad_r_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
+    elif cfg.all_sentences and (kind == "repo" or is_hub_id(cfg.data)):
         extra = dataset_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
     return ParallelBenchmark.from_rows(rows, extra)
 
