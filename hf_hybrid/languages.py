@@ -23,17 +23,22 @@ class UnknownLanguageError(ValueError):
     pass
 
 
+def _entry(code: str):
+    """pycountry's record for a two- or three-letter code, or None."""
+    if len(code) == 2:
+        return pycountry.languages.get(alpha_2=code)
+    if len(code) == 3:
+        return pycountry.languages.get(alpha_3=code)
+    return None
+
+
 @lru_cache(maxsize=None)
 def normalize_lang(code: str) -> str:
     """Return the canonical code for `code`, or raise UnknownLanguageError."""
     raw = str(code).strip()
     base = raw.split("_")[0].split("-")[0].lower()
     base = _FLORES_MACRO.get(base, base)
-    entry = None
-    if len(base) == 2:
-        entry = pycountry.languages.get(alpha_2=base)
-    elif len(base) == 3:
-        entry = pycountry.languages.get(alpha_3=base)
+    entry = _entry(base)
     if entry is None:
         raise UnknownLanguageError(
             f"unknown language code {raw!r} (expected ISO 639-1 like 'sw', ISO 639-3 like 'hau', "
@@ -59,5 +64,10 @@ _SCRIPTS = {
 def mteb_language_code(lang: str, script: str | None = None) -> str:
     """MTEB's language code (ISO 639-3 plus ISO 15924 script, e.g. `eng-Latn`) for a code of ours."""
     lang = normalize_lang(lang)
-    entry = pycountry.languages.get(alpha_2=lang) if len(lang) == 2 else pycountry.languages.get(alpha_3=lang)
-    return f"{entry.alpha_3}-{script or _SCRIPTS.get(lang, 'Latn')}"
+    return f"{_entry(lang).alpha_3}-{script or _SCRIPTS.get(lang, 'Latn')}"
+
+
+def language_name(code: str) -> str | None:
+    """The English name of a two- or three-letter code (`sw` -> Swahili), or None if pycountry lacks it."""
+    entry = _entry(code)
+    return entry.name.replace(" (macrolanguage)", "") if entry else None

@@ -33,6 +33,8 @@ from pathlib import Path
 import yaml
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
+from hf_hybrid.languages import language_name
+
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MODEL_TEMPLATE = "model_card.md.j2"
 DATASET_TEMPLATE = "dataset_card.md.j2"
@@ -89,10 +91,8 @@ def _public(path_or_name: str) -> str:
 
 
 def _language_name(code: str) -> str:
-    import pycountry
-
-    entry = pycountry.languages.get(alpha_2=code) if len(code) == 2 else pycountry.languages.get(alpha_3=code)
-    return f"{entry.name.replace(' (macrolanguage)', '')} ({code})" if entry else code
+    name = language_name(code)
+    return f"{name} ({code})" if name else code
 
 
 def _same_path(a: str, b: str | Path) -> bool:
