@@ -1,6 +1,7 @@
 """`hf-hybrid`: the toolkit's command line.
 
     hf-hybrid train [--config recipe.yaml] [--option value ...]   (one process; use `accelerate launch recipes/train_hybrid.py` for several)
+    hf-hybrid dapt  [--config dapt.yaml] [--option value ...]   (one LoRA adapter per language by masked-LM training; `accelerate launch recipes/train_dapt.py` for several processes)
     hf-hybrid eval  [--config eval.yaml] [--option value ...]   (--tasks NAME ...: project and MTEB tasks through mteb)
     hf-hybrid data info SOURCE [--languages en de ...]
     hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (offline MTEB data; the converted datasets)
@@ -49,6 +50,15 @@ def train_command(argv: list[str]) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     train(parse_config(HybridTrainingConfig, argv, prog="hf-hybrid train"))
+    return 0
+
+
+@exit_on_user_error
+def dapt_command(argv: list[str]) -> int:
+    from hf_hybrid.training.dapt import DaptConfig, train_dapt
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    train_dapt(parse_config(DaptConfig, argv, prog="hf-hybrid dapt"))
     return 0
 
 
@@ -175,7 +185,7 @@ def space_command(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_command, "eval": eval_command, "offline-model": offline_model_command,
+COMMANDS = {"train": train_command, "dapt": dapt_command, "eval": eval_command, "offline-model": offline_model_command,
             "report": report_command, "push": push_command,
             "space": space_command}
 

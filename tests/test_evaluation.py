@@ -14,7 +14,7 @@ class LookupEncoder:
     def __init__(self, vectors):
         self.vectors = vectors
 
-    def encode(self, texts, kind, batch_size=64, progress=False):
+    def encode(self, texts, kind, batch_size=64, progress=False, lang=None):
         return torch.stack([torch.as_tensor(self.vectors[t], dtype=torch.float32) for t in texts])
 
 

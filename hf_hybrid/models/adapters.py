@@ -1,0 +1,232 @@
+"""Language adapters (from `hf-hybrid dapt`) on an encoder: found by language code, checked against
+the base model, and composed in one of two ways:
+
+- merge: one adapter, or a weighted sum of several, folded into the encoder's weights;
+- route: adapters kept apart, and each text encoded with the adapter of its language (MAD-X style);
+  texts in a language without an adapter use the plain encoder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hf_hybrid.languages import normalize_lang
+
+logger = logging.getLogger(__name__)
+
+COMPOSITIONS = ("none", "merge", "route")
+RETRIEVER = "retriever"  # the adapter name of a LoRA retriever trained on top of routed language adapters
+SIGNATURE_FILE = "base_signature.safetensors"
+SIGNATURE_ROWS = 32
+SAME_BASE_COSINE = 0.5  # fine-tuning moves embedding rows a little; another model's rows are unrelated
+
+
+class AdapterError(ValueError):
+    pass
+
+
+def _local(source: str, lang: str | None = None) -> Path:
+    """A local folder for `source`; a Hub repo id is downloaded (only `lang`'s adapter if given)."""
+    path = Path(source)
+    if path.exists() or source.count("/") != 1:
+        if not path.exists():
+            raise AdapterError(f"adapter source not found: {source!r}")
+        return path
+    from huggingface_hub import snapshot_download
+
+    patterns = [f"{lang}/*", f"adapters/{lang}/*"] if lang else None
+    try:
+        return Path(snapshot_download(source, allow_patterns=patterns))
+    except Exception as err:  # the Hub raises many types; one line is what the user needs
+        raise AdapterError(f"cannot download adapters from {source!r}: {str(err).splitlines()[0]}") from None
+
+
+def adapter_info(path: Path) -> dict:
+    """What `hf-hybrid dapt` recorded about an adapter (dapt.json); {} for a peft adapter without it."""
+    info = path / "dapt.json"
+    return json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {}
+
+
+def available_adapters(source: str) -> dict[str, Path]:
+    """Language -> adapter folder, for a DAPT output folder (adapters/<lang>/), a folder of adapter
+    folders (<lang>/), or one adapter folder (its dapt.json names the language)."""
+    root = _local(source)
+    found = {}
+    for base in (root / "adapters", root):
+        for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+            if (folder / "adapter_config.json").is_file():
+                lang = adapter_info(folder).get("language") or folder.name
+                try:
+                    found.setdefault(normalize_lang(lang), folder)
+                except ValueError:
+                    continue
+    if (root / "adapter_config.json").is_file() and adapter_info(root).get("language"):
+        found.setdefault(normalize_lang(adapter_info(root)["language"]), root)
+    return found
+
+
+def find_adapter(source: str, lang: str) -> Path:
+    lang = normalize_lang(lang)
+    path = Path(source)
+    if not path.exists() and source.count("/") == 1:
+        path = _local(source, lang)
+        source = str(path)
+    found = available_adapters(source)
+    if lang not in found:
+        have = ", ".join(found) or "none"
+        raise AdapterError(f"no adapter for language {lang!r} in {source} (adapters there: {have})")
+    return found[lang]
+
+
+def embedding_signature(model) -> dict[str, torch.Tensor]:
+    weight = model.get_input_embeddings().weight.detach().float().cpu()
+    rows = torch.linspace(0, weight.shape[0] - 1, SIGNATURE_ROWS).long()
+    return {"rows": rows, "embeddings": weight[rows].clone()}
+
+
+def save_signature(model, folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(embedding_signature(model), str(folder / SIGNATURE_FILE))
+
+
+def check_base(model, folder: Path, model_name: str) -> None:
+    """The adapter in `folder` was trained on this model or a fine-tuned copy of it: the word
+    embeddings at the recorded rows still point the same way."""
+    from safetensors.torch import load_file
+
+    signature_path = folder / SIGNATURE_FILE
+    info = adapter_info(folder)
+    if not signature_path.is_file():
+        return
+    saved = load_file(str(signature_path))
+    weight = model.get_input_embeddings().weight.detach().float().cpu()
+    trained_on = info.get("base_model", "another model")
+    if weight.shape[1] != saved["embeddings"].shape[1] or int(saved["rows"].max()) >= weight.shape[0]:
+        raise AdapterError(f"adapter {folder} was trained on {trained_on}, a model of another shape than "
+                           f"{model_name}: load it onto the model it was trained on")
+    cosine = torch.nn.functional.cosine_similarity(weight[saved["rows"]], saved["embeddings"], dim=-1).mean().item()
+    if cosine < SAME_BASE_COSINE:
+        raise AdapterError(f"adapter {folder} was trained on {trained_on}, not on {model_name} (word embeddings "
+                           f"agree at cosine {cosine:.2f}): load it onto the model it was trained on")
+
+
+def _load(model, folders: dict[str, Path], model_name: str, check: bool = True):
+    """A PeftModel with one frozen adapter per language, named by its code."""
+    from peft import PeftModel
+
+    peft_model = None
+    for lang, folder in folders.items():
+        if check:
+            check_base(model, folder, model_name)
+        try:
+            if peft_model is None:
+                peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=lang, is_trainable=False)
+            else:
+                peft_model.load_adapter(str(folder), adapter_name=lang, is_trainable=False)
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise AdapterError(f"cannot load adapter {folder} onto {model_name}: {str(err).splitlines()[0]}") from None
+    return peft_model
+
+
+def check_weights(languages: list[str], weights: list[float] | None) -> list[float]:
+    if weights is None:
+        return [1.0 / len(languages)] * len(languages)
+    if len(weights) != len(languages):
+        raise AdapterError(f"{len(weights)} adapter weights for {len(languages)} adapters ({', '.join(languages)})")
+    if not sum(weights) > 0:
+        raise AdapterError(f"adapter weights must sum to a positive number, got {weights}")
+    return [float(w) for w in weights]
+
+
+def merge_adapters(encoder, source: str, languages: list[str], weights: list[float] | None = None) -> None:
+    """Fold the adapters of `languages`, weighted (default: equally), into the encoder's weights:
+    W + sum_i w_i * delta_W_i, through peft's weighted adapter merge ("cat": exact for LoRA)."""
+    languages = [normalize_lang(l) for l in languages]
+    weights = check_weights(languages, weights)
+    folders = {lang: find_adapter(source, lang) for lang in languages}
+    peft_model = _load(encoder.model, folders, source)
+    if len(languages) == 1 and weights[0] == 1.0:
+        peft_model.set_adapter(languages[0])
+    else:
+        peft_model.add_weighted_adapter(languages, weights, "merged", combination_type="cat")
+        peft_model.set_adapter("merged")
+    encoder.model = peft_model.merge_and_unload().requires_grad_(True)  # peft froze the base for its adapters
+    if getattr(encoder.model, "pooler", None) is not None:
+        encoder.model.pooler.requires_grad_(False)
+    encoder.composition = {"composition": "merge", "adapters": source, "languages": languages, "weights": weights}
+
+
+def route_adapters(encoder, source: str, languages: list[str] | None = None, check: bool = True) -> None:
+    """Keep the adapters of `languages` (default: all in `source`) beside the encoder; each text is then
+    encoded with its language's adapter (see Encoder.forward's `langs`)."""
+    found = available_adapters(source) if Path(source).exists() else {}
+    languages = [normalize_lang(l) for l in languages] if languages else list(found)
+    if not languages:
+        raise AdapterError(f"no adapters in {source}")
+    folders = {lang: found[lang] if lang in found else find_adapter(source, lang) for lang in languages}
+    encoder.model = _load(encoder.model, folders, source, check)
+    encoder.routed = set(languages)
+    encoder.composition = {"composition": "route", "adapters": source, "languages": languages}
+
+
+def compose(encoder, composition: str, source: str | None, languages: list[str] | None,
+            weights: list[float] | None = None) -> None:
+    """The one entry point of training and evaluation configs."""
+    if composition not in COMPOSITIONS:
+        raise ValueError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {composition!r}")
+    if composition == "none":
+        return
+    if not source:
+        raise ValueError(f"composition {composition!r} needs --adapters (a `hf-hybrid dapt` output folder)")
+    if composition == "merge":
+        if not languages:
+            languages = list(available_adapters(source))
+        merge_adapters(encoder, source, languages, weights)
+    else:
+        route_adapters(encoder, source, languages)
+    logger.info("%s: %s adapters of %s", composition, ", ".join(encoder.composition["languages"]), source)
+
+
+def copy_adapter_records(source: str, languages: list[str], out: Path) -> None:
+    """dapt.json and the base signature of each adapter, next to a copy peft saved in out/<lang>/."""
+    import shutil
+
+    for lang in languages:
+        folder = find_adapter(source, lang)
+        for name in ("dapt.json", SIGNATURE_FILE, "mlm_head.safetensors"):
+            if (folder / name).is_file() and folder.resolve() != (out / lang).resolve():
+                shutil.copy2(folder / name, out / lang / name)
+
+
+@dataclass
+class AdapterOptions:
+    """Options shared by training and evaluation configs."""
+
+    adapters: str | None = field(default=None, metadata={
+        "help": "language adapters: a `hf-hybrid dapt` output folder, a folder of adapters or a Hub repo id"})
+    composition: str = field(default="none", metadata={
+        "help": "none; merge (fold the adapters into the encoder); route (each text through its language's adapter)"})
+    adapter_languages: list[str] | None = field(default=None, metadata={"help": "which adapters (default: all)"})
+    adapter_weights: list[float] | None = field(default=None, metadata={
+        "help": "merge: one weight per adapter language (default: equal weights summing to 1)"})
+
+    def compose(self, encoder) -> None:
+        compose(encoder, self.composition, self.adapters, self.adapter_languages, self.adapter_weights)
+
+
+def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]):
+    """LoRA on the named modules of the encoder, except BERT's pooler (a `dense` too, unused by
+    mean/CLS pooling): a pattern, so that the adapter config says the same with or without a pooler."""
+    import re
+
+    from peft import LoraConfig
+
+    names = "|".join(re.escape(m) for m in target_modules)
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
+                      target_modules=rf"^(?!pooler\.)(.*\.)?({names})$")

@@ -1,0 +1,229 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hf_hybrid.data.parallel_qa import DEMO_PATH, DataError
+from hf_hybrid.data.text import load_corpus, load_texts
+from hf_hybrid.models.adapters import AdapterError, available_adapters, compose
+from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.training.dapt import DaptConfig, MaskingCollator, chunk_documents, train_dapt
+from hf_hybrid.training.hybrid import HybridTrainingConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _demo_texts(lang: str) -> list[str]:
+    rows = [json.loads(line) for line in DEMO_PATH.read_text(encoding="utf-8").splitlines()]
+    return [f"{r['query']} {r['passage']}" for r in rows if r["lang"] == lang]
+
+
+@pytest.fixture(scope="module")
+def news_folder(tmp_path_factory) -> Path:
+    """A MasakhaNEWS-shaped folder (<lang>/train.tsv: category, headline, text, url) from the demo sample."""
+    root = tmp_path_factory.mktemp("news")
+    for lang, folder in (("sw", "swa"), ("de", "deu")):
+        (root / folder).mkdir()
+        lines = ["category\theadline\ttext\turl"]
+        for i, text in enumerate(_demo_texts(lang) * 3):  # each text three times under distinct headlines
+            lines.append(f"news\tHeadline {i}\t{text}\thttp://example.org/{i}")
+        (root / folder / "train.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def dapt_dir(tiny_model_dir, news_folder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dapt") / "run"
+    train_dapt(DaptConfig(model=str(tiny_model_dir), languages=["swa", "de"], text=[str(news_folder)],
+                          heldout_fraction=0.2, min_heldout=2, max_seq_length=32, batch_size=8, max_steps=25,
+                          head_steps=25, learning_rate=3e-3, head_learning_rate=3e-3, lora_r=4, lora_alpha=8,
+                          masking="whole-word", logging_steps=5, output_dir=str(out)))
+    return out
+
+
+def test_chunks_carry_special_tokens_and_word_starts(tiny_model_dir):
+    tokenizer = Encoder.from_pretrained(str(tiny_model_dir)).tokenizer
+    chunks = chunk_documents(tokenizer, _demo_texts("en"), 24)
+    assert len(chunks) > 10
+    for chunk in chunks:
+        assert len(chunk["input_ids"]) == 24
+        assert chunk["input_ids"][0] == tokenizer.cls_token_id and chunk["input_ids"][-1] == tokenizer.sep_token_id
+        assert chunk["special"] == [1] + [0] * 22 + [1]
+        assert not chunk["word_start"][0] and not chunk["word_start"][-1]
+    # word starts follow the tokenizer's words: a piece beginning with the word marker starts a word
+    pieces = tokenizer.convert_ids_to_tokens(chunks[3]["input_ids"][1:-1])
+    assert [p.startswith("▁") for p in pieces][1:] == chunks[3]["word_start"][2:-1]
+
+
+@pytest.mark.parametrize("masking", ["token", "whole-word"])
+def test_masking_rate_words_and_fixed_masks(tiny_model_dir, masking):
+    tokenizer = Encoder.from_pretrained(str(tiny_model_dir)).tokenizer
+    chunks = chunk_documents(tokenizer, _demo_texts("en") + _demo_texts("de"), 32)
+    collator = MaskingCollator(tokenizer, masking, 0.15)
+    batch = collator(chunks, torch.Generator().manual_seed(0))
+    chosen = batch["labels"] != -100
+    assert chosen.any(1).all()  # every sequence has a target
+    assert 0.11 < chosen.sum().item() / (len(chunks) * 30) < 0.19
+    assert (batch["labels"][chosen] == torch.tensor([c["input_ids"] for c in chunks])[chosen]).all()
+    assert not chosen[:, 0].any() and not chosen[:, -1].any()  # never a special token
+    masked = batch["input_ids"] == tokenizer.mask_token_id
+    assert 0.7 < (masked & chosen).sum() / chosen.sum() < 0.9  # 80% mask token
+    if masking == "whole-word":  # a word is masked whole or not at all
+        for i, chunk in enumerate(chunks):
+            word = torch.cumsum(torch.tensor(chunk["word_start"]), 0)
+            for w in word[chosen[i]].unique():
+                if w > 0:
+                    assert chosen[i][(word == w) & ~torch.tensor(chunk["special"], dtype=torch.bool)].all()
+    again = collator(chunks, torch.Generator().manual_seed(0))
+    assert torch.equal(again["input_ids"], batch["input_ids"]) and torch.equal(again["labels"], batch["labels"])
+
+
+def test_corpus_sources_heldout_and_decontamination(news_folder, tmp_path):
+    corpus = load_corpus([str(news_folder)], "swa", heldout_fraction=0.2, min_heldout=2)
+    docs = corpus["train"] + corpus["heldout"]
+    assert corpus["stats"]["documents"] == len(docs) == len(set(docs)) == 3 * len(_demo_texts("sw"))
+    assert docs[0].startswith("Headline 0 ")  # headline + text
+    assert not set(corpus["train"]) & set(corpus["heldout"])
+    # a text file per language, named with {lang}: ISO 639-1 or 639-3 names both work
+    (tmp_path / "sw.txt").write_text("one document\n\nanother document\n", encoding="utf-8")
+    assert load_texts(str(tmp_path / "{lang}.txt"), "swh_Latn") == ["one document", "another document"]
+    assert load_texts(str(tmp_path / "{lang}.txt"), "de") == []
+    # a document containing an evaluation sentence is dropped
+    eval_rows = [{"group_id": "g", "lang": "sw", "query": "q", "passage": _demo_texts("sw")[0].split(" ", 3)[-1]},
+                 {"group_id": "g", "lang": "en", "query": "q", "passage": "p"}]
+    (tmp_path / "eval.jsonl").write_text("\n".join(json.dumps(r) for r in eval_rows), encoding="utf-8")
+    clean = load_corpus([str(news_folder)], "sw", exclude=[str(tmp_path / "eval.jsonl")], heldout_fraction=0.2,
+                        min_heldout=2)
+    assert clean["stats"]["dropped_overlapping_eval"] == 3
+    assert not any(eval_rows[0]["passage"] in d for d in clean["train"] + clean["heldout"])
+    with pytest.raises(DataError, match="no DAPT text for language 'fr'"):
+        load_corpus([str(news_folder)], "fr")
+    with pytest.raises(DataError, match="too little DAPT text for language 'sw'"):
+        load_corpus([str(news_folder)], "sw", heldout_fraction=0.01, min_heldout=50)
+
+
+def test_sib200_text_is_the_train_split_only():
+    sib = ROOT.parent / "shared" / "data" / "sib-200"
+    if not sib.is_dir():
+        pytest.skip(f"{sib} is absent")
+    texts = load_texts(str(sib), "hau")
+    train = (sib / "data" / "annotated" / "hau_Latn" / "train.tsv").read_text(encoding="utf-8").splitlines()
+    assert len(texts) == len(train) - 1
+
+
+def test_dapt_adapters_lower_heldout_loss_and_load_by_language(dapt_dir, tiny_model_dir):
+    results = json.loads((dapt_dir / "dapt_results.json").read_text())
+    assert set(results) == {"sw", "de"}
+    for lang, r in results.items():
+        folder = dapt_dir / "adapters" / lang
+        assert {"adapter_config.json", "adapter_model.safetensors", "dapt.json", "base_signature.safetensors",
+                "mlm_head.safetensors"} <= {p.name for p in folder.iterdir()}
+        info = json.loads((folder / "dapt.json").read_text())
+        assert info["language"] == lang and info["base_model"] == str(tiny_model_dir)
+        assert info["head"].startswith("initialised") and info["corpus"]["documents"] > 0
+        assert r["heldout"]["after"]["mlm_loss"] < r["heldout"]["before"]["mlm_loss"]
+        assert r["adapter_bytes"] == (folder / "adapter_model.safetensors").stat().st_size
+    assert set(available_adapters(str(dapt_dir))) == {"sw", "de"}
+    assert "| sw |" in (dapt_dir / "dapt_results.md").read_text()
+
+
+def _embed(encoder, texts, lang=None):
+    return encoder.encode(texts, "passage", lang=lang)
+
+
+def test_merge_and_route_give_the_adapter_embeddings(dapt_dir, tiny_model_dir):
+    texts = _demo_texts("sw")[:6]
+    plain = _embed(Encoder.from_pretrained(str(tiny_model_dir)), texts)
+    merged_sw = Encoder.from_pretrained(str(tiny_model_dir))
+    compose(merged_sw, "merge", str(dapt_dir), ["swa"], [1.0])
+    sw = _embed(merged_sw, texts)
+    assert (sw - plain).abs().max() > 1e-3  # the adapter changes the encoder
+    routed = Encoder.from_pretrained(str(tiny_model_dir))
+    compose(routed, "route", str(dapt_dir), None)
+    assert routed.routed == {"sw", "de"}
+    torch.testing.assert_close(_embed(routed, texts, "sw"), sw, atol=1e-5, rtol=0)
+    torch.testing.assert_close(_embed(routed, texts, "fr"), plain, atol=1e-5, rtol=0)  # no adapter: plain encoder
+    torch.testing.assert_close(_embed(routed, texts), plain, atol=1e-5, rtol=0)
+    # one batch of mixed languages: each row through its own language's adapter
+    batch = routed.tokenize(texts[:2], "passage")
+    mixed = routed(batch["input_ids"], batch["attention_mask"], ["sw", "fr"])
+    torch.testing.assert_close(mixed[0], sw[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(mixed[1], plain[1], atol=1e-5, rtol=0)
+    # a weight of zero leaves that adapter out
+    weighted = Encoder.from_pretrained(str(tiny_model_dir))
+    compose(weighted, "merge", str(dapt_dir), ["sw", "de"], [1.0, 0.0])
+    torch.testing.assert_close(_embed(weighted, texts), sw, atol=1e-5, rtol=0)
+
+
+def test_adapter_errors(dapt_dir, tiny_model_dir, tmp_path):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    with pytest.raises(AdapterError, match="sum to a positive number"):
+        compose(encoder, "merge", str(dapt_dir), ["sw", "de"], [0.5, -0.5])
+    with pytest.raises(AdapterError, match="2 adapter weights for 1 adapters"):
+        compose(encoder, "merge", str(dapt_dir), ["sw"], [0.5, 0.5])
+    with pytest.raises(AdapterError, match="no adapter for language 'yo'.*adapters there: de, sw"):
+        compose(encoder, "merge", str(dapt_dir), ["yor"])
+    with pytest.raises(ValueError, match="needs --adapters"):
+        compose(encoder, "route", None, None)
+    # the same architecture with other weights is another base model
+    other = Encoder.from_pretrained(str(tiny_model_dir))
+    with torch.no_grad():
+        other.model.get_input_embeddings().weight.normal_()
+    with pytest.raises(AdapterError, match="was trained on .*, not on"):
+        compose(other, "route", str(dapt_dir), ["sw"])
+
+
+def test_route_hybrid_training_keeps_language_adapters_and_saves_them(dapt_dir, tiny_model_dir, tmp_path):
+    from safetensors.torch import load_file
+
+    out = train(HybridTrainingConfig(
+        model=str(tiny_model_dir), data="demo", languages=["en", "de", "sw"], batch_size=8, max_steps=3,
+        learning_rate=1e-3, lora=True, lora_r=4, adapters=str(dapt_dir), composition="route",
+        output_dir=str(tmp_path / "route")))
+    assert json.loads((out / "routing.json").read_text())["languages"] == ["de", "sw"]
+    for lang in ("de", "sw"):
+        saved = load_file(str(out / "adapters" / lang / "adapter_model.safetensors"))
+        trained = load_file(str(dapt_dir / "adapters" / lang / "adapter_model.safetensors"))
+        assert saved.keys() == trained.keys()
+        assert all(torch.equal(saved[k], trained[k]) for k in saved)  # frozen during retrieval training
+        assert (out / "adapters" / lang / "dapt.json").is_file()
+    reloaded = Encoder.from_pretrained(str(out))
+    assert reloaded.routed == {"de", "sw"}
+    texts = _demo_texts("sw")[:3]
+    assert (_embed(reloaded, texts, "sw") - _embed(reloaded, texts)).abs().max() > 1e-3
+    # sentence-transformers loads the retriever itself (without routing)
+    from sentence_transformers import SentenceTransformer
+
+    st = SentenceTransformer(str(out), device="cpu")
+    torch.testing.assert_close(torch.tensor(st.encode(["passage: " + t for t in texts])), _embed(reloaded, texts),
+                               atol=1e-5, rtol=0)
+
+
+def test_merge_hybrid_training_saves_a_plain_encoder(dapt_dir, tiny_model_dir, tmp_path):
+    out = train(HybridTrainingConfig(
+        model=str(tiny_model_dir), data="demo", languages=["en", "sw"], batch_size=8, max_steps=2,
+        adapters=str(dapt_dir), composition="merge", adapter_languages=["sw", "de"], adapter_weights=[0.5, 0.5],
+        output_dir=str(tmp_path / "merge")))
+    assert not (out / "routing.json").exists() and not (out / "adapters").exists()
+    assert Encoder.from_pretrained(str(out)).routed == set()
+
+
+def test_dapt_command_bad_input_is_one_line(tiny_model_dir, news_folder, tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "hf_hybrid.cli", "dapt", "--model", str(tiny_model_dir),
+                               "--output_dir", str(tmp_path / "o"), *args], capture_output=True, text=True, cwd=ROOT)
+
+    for args, message in (
+        (["--languages", "xx", "--text", str(news_folder)], "unknown language code 'xx'"),
+        (["--languages", "fr", "--text", str(news_folder)], "no DAPT text for language 'fr'"),
+        (["--languages", "sw", "--text", str(tmp_path / "missing.txt")], "file not found"),
+        (["--languages", "sw"], "give DAPT text sources"),
+        (["--languages", "sw", "--text", str(news_folder), "--masking", "span"], "masking must be one of"),
+    ):
+        result = run(*args)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+        assert message in result.stderr
