@@ -166,6 +166,8 @@ def test_adapter_errors(dapt_dir, tiny_model_dir, tmp_path):
         compose(encoder, "merge", str(dapt_dir), ["sw"], [0.5, 0.5])
     with pytest.raises(AdapterError, match="no adapter for language 'yo'.*adapters there: de, sw"):
         compose(encoder, "merge", str(dapt_dir), ["yor"])
+    with pytest.raises(AdapterError, match="no adapters to route"):
+        compose(encoder, "route", str(dapt_dir), ["yor"])
     with pytest.raises(ValueError, match="needs --adapters"):
         compose(encoder, "route", None, None)
     # the same architecture with other weights is another base model
@@ -227,3 +229,20 @@ def test_dapt_command_bad_input_is_one_line(tiny_model_dir, news_folder, tmp_pat
         assert result.returncode == 2, result.stderr
         assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
         assert message in result.stderr
+
+
+def test_route_falls_back_to_the_plain_encoder_with_one_warning(dapt_dir, tiny_model_dir, caplog):
+    texts = _demo_texts("fr")[:3]
+    plain = _embed(Encoder.from_pretrained(str(tiny_model_dir)), texts)
+    routed = Encoder.from_pretrained(str(tiny_model_dir))
+    with caplog.at_level("WARNING"):
+        compose(routed, "route", str(dapt_dir), ["sw", "yor"])
+    assert routed.routed == {"sw"}
+    assert "no adapter for yo in" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        first, second = _embed(routed, texts, "fr"), _embed(routed, texts, "fr")
+    assert [r.getMessage() for r in caplog.records] == [
+        "no adapter routed for language 'fr': its texts use the encoder without one"]
+    torch.testing.assert_close(first, plain, atol=1e-5, rtol=0)
+    torch.testing.assert_close(second, plain, atol=1e-5, rtol=0)

@@ -164,13 +164,19 @@ def merge_adapters(encoder, source: str, languages: list[str], weights: list[flo
 
 def route_adapters(encoder, source: str, languages: list[str] | None = None, check: bool = True) -> None:
     """Keep the adapters of `languages` (default: all in `source`) beside the encoder; each text is then
-    encoded with its language's adapter (see Encoder.forward's `langs`)."""
-    found = available_adapters(source) if Path(source).exists() else {}
+    encoded with its language's adapter (see Encoder.forward's `langs`). A requested language without
+    an adapter is left to the plain encoder, with a warning."""
+    local = str(_local(source))
+    found = available_adapters(local)
     languages = [normalize_lang(l) for l in languages] if languages else list(found)
+    missing = [l for l in languages if l not in found]
+    if missing:
+        logger.warning("no adapter for %s in %s: %s texts use the plain encoder", ", ".join(missing), source,
+                       "these languages'" if len(missing) > 1 else "its")
+    languages = [l for l in languages if l in found]
     if not languages:
-        raise AdapterError(f"no adapters in {source}")
-    folders = {lang: found[lang] if lang in found else find_adapter(source, lang) for lang in languages}
-    encoder.model = _load(encoder.model, folders, source, check)
+        raise AdapterError(f"no adapters to route in {source} (adapters there: {', '.join(found) or 'none'})")
+    encoder.model = _load(encoder.model, {lang: found[lang] for lang in languages}, source, check)
     encoder.routed = set(languages)
     encoder.composition = {"composition": "route", "adapters": source, "languages": languages}
 

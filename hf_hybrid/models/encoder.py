@@ -4,12 +4,15 @@ saved in the sentence-transformers layout so `SentenceTransformer(path)` and `mt
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
 TEXT_KINDS = ("query", "passage")
@@ -44,6 +47,7 @@ class Encoder(nn.Module):
         self.prefixes = {"query": query_prefix, "passage": passage_prefix}
         self.max_length = max_length
         self.routed: set[str] = set()  # languages with a routed adapter (hf_hybrid.models.adapters)
+        self._unrouted_seen: set[str] = set()
         self.composition: dict | None = None
         self.train(model.training)  # a loaded model is in eval mode, and so is the encoder around it
 
@@ -122,6 +126,9 @@ class Encoder(nn.Module):
         peft marks the adapters it activates trainable, so language adapters are frozen again."""
         from hf_hybrid.models.adapters import RETRIEVER
 
+        if lang is not None and lang not in self.routed and lang not in self._unrouted_seen:
+            self._unrouted_seen.add(lang)
+            logger.warning("no adapter routed for language %r: its texts use the encoder without one", lang)
         peft_model = self.model
         names = ([lang] if lang in self.routed else []) + ([RETRIEVER] if RETRIEVER in peft_model.peft_config else [])
         if names:
