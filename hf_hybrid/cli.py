@@ -9,7 +9,7 @@
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
     hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--collection demo|xquad-r|FILE ...] [--port N]   (the Gradio demo)
     hf-hybrid space push --repo-id USER/NAME [--private] [--token TOKEN] [--dry-run OUT_DIR]   (upload spaces/hf-hybrid-demo as a Space)
-    hf-hybrid push MODEL_DIR | --dataset DIR --repo-id USER/NAME [--eval DIR ...] [--report DIR] [--private] [--revision BRANCH] [--create-pr] [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]   (to the Hub, or HF_ENDPOINT)
+    hf-hybrid push MODEL_DIR | --dataset DIR | --adapters DAPT_DIR --repo-id USER/NAME [--adapter-repos] [--eval DIR ...] [--report DIR] [--private] [--revision BRANCH] [--create-pr] [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]   (to the Hub, or HF_ENDPOINT; --adapter-repos: each language adapter as a repo USER/NAME-<lang>)
 """
 
 from __future__ import annotations
@@ -140,13 +140,19 @@ def report_command(argv: list[str]) -> int:
 
 @exit_on_user_error
 def push_command(argv: list[str]) -> int:
-    from hf_hybrid.hub.push import push
+    from hf_hybrid.hub.push import push, push_adapter_repos
 
     parser = argparse.ArgumentParser(prog="hf-hybrid push",
                                      description="Push a trained model (card, weights, training config, evaluation "
-                                                 "results) or a converted dataset to the Hugging Face Hub.")
+                                                 "results), a converted dataset or language adapters to the Hugging "
+                                                 "Face Hub.")
     parser.add_argument("model_dir", nargs="?", help="a model folder saved by `hf-hybrid train`")
     parser.add_argument("--dataset", metavar="DATASET_DIR", help="push this `hf-hybrid data export` folder instead")
+    parser.add_argument("--adapters", metavar="DAPT_DIR",
+                        help="push the language adapters of this `hf-hybrid dapt` output folder instead (adapters/<lang>/)")
+    parser.add_argument("--adapter-repos", action="store_true",
+                        help="push only the language adapters of MODEL_DIR or --adapters, each as a repo of its own, "
+                             "REPO_ID-<lang>")
     parser.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME")
     parser.add_argument("--eval", nargs="+", default=[], metavar="DIR", help="evaluation output folders to include")
     parser.add_argument("--report", metavar="DIR", help="an `hf-hybrid report` folder: its plots go on the card")
@@ -158,11 +164,20 @@ def push_command(argv: list[str]) -> int:
     parser.add_argument("--dry-run", metavar="OUT_DIR", help="write the folder that would be pushed there; push nothing")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved)")
     args = parser.parse_args(argv)
-    if (args.model_dir is None) == (args.dataset is None):
-        parser.error("give a MODEL_DIR or --dataset DATASET_DIR (one of them)")
-    print(push(args.dataset or args.model_dir, args.repo_id, dataset=args.dataset is not None, eval_dirs=args.eval,
-               report_dir=args.report, hardware=args.hardware, private=args.private, revision=args.revision, create_pr=args.create_pr,
-               commit_message=args.commit_message, dry_run=args.dry_run, token=args.token))
+    sources = [s for s in (args.model_dir, args.dataset, args.adapters) if s is not None]
+    if len(sources) != 1:
+        parser.error("give a MODEL_DIR, --dataset DATASET_DIR or --adapters DAPT_DIR (one of them)")
+    if args.adapter_repos and (args.dataset or args.eval or args.report or args.hardware):
+        parser.error("--adapter-repos pushes adapters alone: it goes with MODEL_DIR or --adapters, without --dataset, "
+                     "--eval, --report or --hardware")
+    common = {"private": args.private, "revision": args.revision, "create_pr": args.create_pr,
+              "commit_message": args.commit_message, "dry_run": args.dry_run, "token": args.token}
+    if args.adapter_repos:
+        for result in push_adapter_repos(sources[0], args.repo_id, **common):
+            print(result)
+        return 0
+    print(push(sources[0], args.repo_id, dataset=args.dataset is not None, adapters=args.adapters is not None,
+               eval_dirs=args.eval, report_dir=args.report, hardware=args.hardware, **common))
     return 0
 
 

@@ -246,3 +246,36 @@ def test_route_falls_back_to_the_plain_encoder_with_one_warning(dapt_dir, tiny_m
         "no adapter routed for language 'fr': its texts use the encoder without one"]
     torch.testing.assert_close(first, plain, atol=1e-5, rtol=0)
     torch.testing.assert_close(second, plain, atol=1e-5, rtol=0)
+
+
+def test_dapt_with_two_processes(tiny_model_dir, news_folder, tmp_path):
+    import os
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(ROOT / "recipes" / "train_dapt.py"), "--model", str(tiny_model_dir), "--languages", "sw",
+           "--text", str(news_folder), "--heldout_fraction", "0.2", "--min_heldout", "2", "--max_seq_length", "32",
+           "--batch_size", "4", "--max_steps", "3", "--head_steps", "2", "--output_dir", str(out)]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads((out / "adapters" / "sw" / "dapt.json").read_text())
+    assert info["batch_size"] == 8  # 4 sequences on each of 2 processes
+    assert [json.loads(l)["stage"] for l in (out / "dapt_log.jsonl").read_text().splitlines()] == [
+        "sw head", "sw adapter"]
+
+
+def test_an_untied_encoder_without_mlm_head_is_one_error(tiny_model_dir, tmp_path):
+    import shutil
+
+    from hf_hybrid.training.dapt import load_mlm
+
+    untied = tmp_path / "untied"
+    shutil.copytree(tiny_model_dir, untied)
+    config = json.loads((untied / "config.json").read_text())
+    (untied / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    with pytest.raises(ValueError, match="no MLM head and its config does not tie word embeddings"):
+        load_mlm(str(untied))
+    _, _, new_head = load_mlm(str(tiny_model_dir))
+    assert new_head

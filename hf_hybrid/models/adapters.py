@@ -31,7 +31,8 @@ class AdapterError(ValueError):
 
 
 def _local(source: str, lang: str | None = None) -> Path:
-    """A local folder for `source`; a Hub repo id is downloaded (only `lang`'s adapter if given)."""
+    """A local folder for `source`; of a Hub repo id, the adapter files are downloaded (only `lang`'s if given):
+    at the repo's root (a repo of one adapter), under <lang>/ or under adapters/<lang>/."""
     path = Path(source)
     if path.exists() or source.count("/") != 1:
         if not path.exists():
@@ -39,7 +40,9 @@ def _local(source: str, lang: str | None = None) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    patterns = [f"{lang}/*", f"adapters/{lang}/*"] if lang else None
+    names = ("adapter_*", "dapt.json", SIGNATURE_FILE, "mlm_head.safetensors")
+    folders = ("", f"{lang}/", f"adapters/{lang}/") if lang else ("", "*/")  # fnmatch's * also matches "/"
+    patterns = [folder + name for folder in folders for name in names]
     try:
         return Path(snapshot_download(source, allow_patterns=patterns))
     except Exception as err:  # the Hub raises many types; one line is what the user needs
@@ -54,7 +57,7 @@ def adapter_info(path: Path) -> dict:
 
 def available_adapters(source: str) -> dict[str, Path]:
     """Language -> adapter folder, for a DAPT output folder (adapters/<lang>/), a folder of adapter
-    folders (<lang>/), or one adapter folder (its dapt.json names the language)."""
+    folders (<lang>/), or one adapter folder (its dapt.json names the language), local or a Hub repo id."""
     root = _local(source)
     found = {}
     for base in (root / "adapters", root):

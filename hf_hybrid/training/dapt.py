@@ -356,9 +356,12 @@ def train_dapt(cfg: DaptConfig) -> Path:
             from safetensors.torch import save_file
 
             from hf_hybrid.models.adapters import save_signature
+            from hf_hybrid.models.offline import hub_name
 
             adapter_dir = output_dir / "adapters" / lang
             unwrapped = accelerator.unwrap_model(peft_encoder)
+            # the base as a user would load it, not this machine's cache folder of the offline default
+            unwrapped.peft_config[lang].base_model_name_or_path = hub_name(cfg.model)
             unwrapped.save_pretrained(str(output_dir / "adapters"), selected_adapters=[lang])
             save_file({n: p.detach().cpu().contiguous() for n, p in objective.mlm.named_parameters()
                        if not n.startswith(mlm.base_model_prefix + ".")}, str(adapter_dir / "mlm_head.safetensors"))
