@@ -125,6 +125,9 @@ def test_dapt_adapters_lower_heldout_loss_and_load_by_language(dapt_dir, tiny_mo
         assert info["language"] == lang and info["base_model"] == str(tiny_model_dir)
         assert info["head"].startswith("initialised") and info["corpus"]["documents"] > 0
         assert r["heldout"]["after"]["mlm_loss"] < r["heldout"]["before"]["mlm_loss"]
+        # with the adapter switched off, the trained head alone scores the same sequences
+        assert r["heldout"]["after_without_adapter"]["masked_tokens"] == r["heldout"]["after"]["masked_tokens"]
+        assert r["heldout"]["after_without_adapter"]["mlm_loss"] != r["heldout"]["after"]["mlm_loss"]
         assert r["adapter_bytes"] == (folder / "adapter_model.safetensors").stat().st_size
     assert set(available_adapters(str(dapt_dir))) == {"sw", "de"}
     assert "| sw |" in (dapt_dir / "dapt_results.md").read_text()

@@ -339,6 +339,8 @@ def train_dapt(cfg: DaptConfig) -> Path:
                              cfg.learning_rate, f"{lang} adapter", log)
         seconds = time.perf_counter() - started
         after = heldout_loss(objective, heldout, accelerator.device)
+        with peft_encoder.disable_adapter():  # the head kept training with the adapter: what it alone explains
+            after_head_only = heldout_loss(objective, heldout, accelerator.device)
         accelerator.print(f"{lang}: held-out MLM loss {before['mlm_loss']:.4f} -> {after['mlm_loss']:.4f} "
                           f"({speed:.0f} tokens/s)")
         record = {
@@ -349,7 +351,8 @@ def train_dapt(cfg: DaptConfig) -> Path:
             "steps": cfg.max_steps, "batch_size": cfg.batch_size * accelerator.num_processes,
             "head": "initialised, tied to the word embeddings" if new_head else "the checkpoint's",
             "head_steps": cfg.head_steps if new_head else 0,
-            "heldout": {"sequences": len(heldout_chunks), "before": before, "after": after},
+            "heldout": {"sequences": len(heldout_chunks), "before": before, "after": after,
+                        "after_without_adapter": after_head_only},
             "tokens_per_s": speed, "head_tokens_per_s": head_speed, "train_seconds": seconds,
         }
         if accelerator.is_main_process:
@@ -379,11 +382,12 @@ def train_dapt(cfg: DaptConfig) -> Path:
 
 
 def dapt_table(summary: dict) -> str:
-    lines = ["| language | documents | train tokens/s | held-out MLM loss before | after | change | adapter MB |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| language | documents | train tokens/s | held-out MLM loss before | after | change | "
+             "after, adapter off (head alone) | adapter MB |", "|---|---|---|---|---|---|---|---|"]
     for lang, r in summary.items():
         b, a = r["heldout"]["before"]["mlm_loss"], r["heldout"]["after"]["mlm_loss"]
+        head_only = r["heldout"].get("after_without_adapter", {}).get("mlm_loss")
         size = f"{r['adapter_bytes'] / 1e6:.2f}" if "adapter_bytes" in r else ""
         lines.append(f"| {lang} | {r['corpus']['documents']} | {r['tokens_per_s']:.0f} | {b:.4f} | {a:.4f} | "
-                     f"{a - b:+.4f} | {size} |")
+                     f"{a - b:+.4f} | {'' if head_only is None else f'{head_only:.4f}'} | {size} |")
     return "\n".join(lines)
