@@ -166,7 +166,7 @@ def _run_dapt(cfg: StudyConfig) -> None:
 def _command() -> str:
     import shlex
 
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
 
 
 def study_markdown(study: dict) -> str:
