@@ -282,3 +282,23 @@ def test_an_untied_encoder_without_mlm_head_is_one_error(tiny_model_dir, tmp_pat
         load_mlm(str(untied))
     _, _, new_head = load_mlm(str(tiny_model_dir))
     assert new_head
+
+
+def test_route_by_detected_language(dapt_dir, tiny_model_dir, tmp_path):
+    import shutil
+
+    detecting = Encoder.from_pretrained(str(tiny_model_dir))
+    compose(detecting, "route", str(dapt_dir), None, detect=True)
+    given = Encoder.from_pretrained(str(tiny_model_dir))
+    compose(given, "route", str(dapt_dir), None)
+    sw, fr = _demo_texts("sw")[:4], _demo_texts("fr")[:4]
+    assert detecting.langid.detect(sw) == ["sw"] * 4 and detecting.langid.detect(fr) == [None] * 4
+    torch.testing.assert_close(_embed(detecting, sw), _embed(given, sw, "sw"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(_embed(detecting, fr), _embed(given, fr), atol=1e-5, rtol=0)  # no adapter
+    with pytest.raises(ValueError, match="goes with --composition route"):
+        compose(Encoder.from_pretrained(str(tiny_model_dir)), "merge", str(dapt_dir), None, detect=True)
+    old = tmp_path / "old"  # adapters trained before profiles were saved
+    shutil.copytree(dapt_dir / "adapters" / "sw", old / "sw")
+    (old / "sw" / "langid.safetensors").unlink()
+    with pytest.raises(ValueError, match="no language profile"):
+        compose(Encoder.from_pretrained(str(tiny_model_dir)), "route", str(old), None, detect=True)

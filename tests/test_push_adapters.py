@@ -25,7 +25,7 @@ from hf_hybrid.training.dapt import DaptConfig, train_dapt
 
 LANGS = ("de", "sw")
 ADAPTER_FILES = {"adapter_config.json", "adapter_model.safetensors", "dapt.json", "base_signature.safetensors",
-                 "mlm_head.safetensors"}
+                 "mlm_head.safetensors", "langid.safetensors"}
 E5 = "intfloat/multilingual-e5-small"
 
 LOADER = """
@@ -163,7 +163,7 @@ def test_push_both_ways_and_load_back_by_language(on_hub, dapt_dir, tiny_model_d
         assert push(capsys, "--adapters", dapt_dir, *args, "--dry-run", tmp_path / dry)[0] == 0
         code, out, err = push(capsys, "--adapters", dapt_dir, *args)
         assert code == 0, err
-    assert all(f"created and pushed 6 files to {server.url}/{repo} " in out for repo in repos.values())
+    assert all(f"created and pushed 7 files to {server.url}/{repo} " in out for repo in repos.values())
     # the server received exactly the dry runs' folders, in one commit per repo
     for repo, dry in ((f"{USER}/tiny-dapt", tmp_path / "one"),
                       *((repos[lang], tmp_path / "repos" / f"tiny-dapt-{lang}") for lang in LANGS)):

@@ -23,6 +23,8 @@ COMPOSITIONS = ("none", "merge", "route")
 RETRIEVER = "retriever"  # the adapter name of a LoRA retriever trained on top of routed language adapters
 SIGNATURE_FILE = "base_signature.safetensors"
 SIGNATURE_ROWS = 32
+# what an adapter folder holds beside peft's files (hf_hybrid.langid's profile: for routing by detection)
+RECORD_FILES = ("dapt.json", SIGNATURE_FILE, "mlm_head.safetensors", "langid.safetensors")
 SAME_BASE_COSINE = 0.5  # fine-tuning moves embedding rows a little; another model's rows are unrelated
 
 
@@ -40,7 +42,7 @@ def _local(source: str, lang: str | None = None) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    names = ("adapter_*", "dapt.json", SIGNATURE_FILE, "mlm_head.safetensors")
+    names = ("adapter_*", *RECORD_FILES)
     folders = ("", f"{lang}/", f"adapters/{lang}/") if lang else ("", "*/")  # fnmatch's * also matches "/"
     patterns = [folder + name for folder in folders for name in names]
     try:
@@ -165,10 +167,12 @@ def merge_adapters(encoder, source: str, languages: list[str], weights: list[flo
     encoder.composition = {"composition": "merge", "adapters": source, "languages": languages, "weights": weights}
 
 
-def route_adapters(encoder, source: str, languages: list[str] | None = None, check: bool = True) -> None:
+def route_adapters(encoder, source: str, languages: list[str] | None = None, check: bool = True,
+                   detect: bool = False) -> None:
     """Keep the adapters of `languages` (default: all in `source`) beside the encoder; each text is then
     encoded with its language's adapter (see Encoder.forward's `langs`). A requested language without
-    an adapter is left to the plain encoder, with a warning."""
+    an adapter is left to the plain encoder, with a warning. With `detect`, Encoder.encode finds each
+    text's language itself, among the adapters' (hf_hybrid.langid), instead of taking it as given."""
     local = str(_local(source))
     found = available_adapters(local)
     languages = [normalize_lang(l) for l in languages] if languages else list(found)
@@ -179,16 +183,22 @@ def route_adapters(encoder, source: str, languages: list[str] | None = None, che
     languages = [l for l in languages if l in found]
     if not languages:
         raise AdapterError(f"no adapters to route in {source} (adapters there: {', '.join(found) or 'none'})")
+    if detect:
+        from hf_hybrid.langid import LanguageIdentifier
+
+        encoder.langid = LanguageIdentifier.from_adapters({lang: found[lang] for lang in languages})
     encoder.model = _load(encoder.model, {lang: found[lang] for lang in languages}, source, check)
     encoder.routed = set(languages)
-    encoder.composition = {"composition": "route", "adapters": source, "languages": languages}
+    encoder.composition = {"composition": "route", "adapters": source, "languages": languages, "detect": detect}
 
 
 def compose(encoder, composition: str, source: str | None, languages: list[str] | None,
-            weights: list[float] | None = None) -> None:
+            weights: list[float] | None = None, detect: bool = False) -> None:
     """The one entry point of training and evaluation configs."""
     if composition not in COMPOSITIONS:
         raise ValueError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {composition!r}")
+    if detect and composition != "route":
+        raise ValueError("--detect_languages picks a routed adapter per text: it goes with --composition route")
     if composition == "none":
         return
     if not source:
@@ -198,7 +208,7 @@ def compose(encoder, composition: str, source: str | None, languages: list[str] 
             languages = list(available_adapters(source))
         merge_adapters(encoder, source, languages, weights)
     else:
-        route_adapters(encoder, source, languages)
+        route_adapters(encoder, source, languages, detect=detect)
     logger.info("%s: %s adapters of %s", composition, ", ".join(encoder.composition["languages"]), source)
 
 
@@ -208,7 +218,7 @@ def copy_adapter_records(source: str, languages: list[str], out: Path) -> None:
 
     for lang in languages:
         folder = find_adapter(source, lang)
-        for name in ("dapt.json", SIGNATURE_FILE, "mlm_head.safetensors"):
+        for name in RECORD_FILES:
             if (folder / name).is_file() and folder.resolve() != (out / lang).resolve():
                 shutil.copy2(folder / name, out / lang / name)
 
@@ -224,9 +234,12 @@ class AdapterOptions:
     adapter_languages: list[str] | None = field(default=None, metadata={"help": "which adapters (default: all)"})
     adapter_weights: list[float] | None = field(default=None, metadata={
         "help": "merge: one weight per adapter language (default: equal weights summing to 1)"})
+    detect_languages: bool = field(default=False, metadata={
+        "help": "route: at encode time, detect each text's language among the adapters' instead of taking the data's"})
 
     def compose(self, encoder) -> None:
-        compose(encoder, self.composition, self.adapters, self.adapter_languages, self.adapter_weights)
+        compose(encoder, self.composition, self.adapters, self.adapter_languages, self.adapter_weights,
+                self.detect_languages)
 
 
 def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]):

@@ -48,6 +48,7 @@ class Encoder(nn.Module):
         self.max_length = max_length
         self.routed: set[str] = set()  # languages with a routed adapter (hf_hybrid.models.adapters)
         self._unrouted_seen: set[str] = set()
+        self.langid = None  # with routed adapters: detects each text's language at encode time (hf_hybrid.langid)
         self.composition: dict | None = None
         self.train(model.training)  # a loaded model is in eval mode, and so is the encoder around it
 
@@ -88,8 +89,9 @@ class Encoder(nn.Module):
         if folder and (folder / ROUTING_FILE).is_file():  # saved with routed language adapters: they come back
             from hf_hybrid.models.adapters import route_adapters
 
-            languages = json.loads((folder / ROUTING_FILE).read_text())["languages"]
-            route_adapters(encoder, str(path), languages, check=False)
+            routing = json.loads((folder / ROUTING_FILE).read_text())
+            route_adapters(encoder, str(path), routing["languages"], check=False,
+                           detect=routing.get("detect_languages", False))
         return encoder
 
     @property
@@ -128,7 +130,7 @@ class Encoder(nn.Module):
         peft marks the adapters it activates trainable, so language adapters are frozen again."""
         from hf_hybrid.models.adapters import RETRIEVER
 
-        if lang is not None and lang not in self.routed and lang not in self._unrouted_seen:
+        if lang is not None and lang not in self.routed and lang not in self._unrouted_seen and self.langid is None:
             self._unrouted_seen.add(lang)
             logger.warning("no adapter routed for language %r: its texts use the encoder without one", lang)
         peft_model = self.model
@@ -166,7 +168,10 @@ class Encoder(nn.Module):
         for start in tqdm(starts, desc=f"encode {kind} texts", disable=not progress, leave=False):
             idx = order[start : start + batch_size]
             batch = self.tokenize([texts[i] for i in idx], kind).to(self.device)
-            langs = [lang] * len(idx) if lang else None
+            if self.langid is not None:
+                langs = self.langid.detect([texts[i] for i in idx])
+            else:
+                langs = [lang] * len(idx) if lang else None
             out[idx] = self(batch["input_ids"], batch["attention_mask"], langs).float().cpu()
         self.train(was_training)
         return out
@@ -183,7 +188,8 @@ class Encoder(nn.Module):
             copy_adapter_records(self.composition["adapters"], sorted(self.routed), path / "adapters")
             retriever = [RETRIEVER] if RETRIEVER in model.peft_config else []
             model = model.merge_and_unload(adapter_names=retriever) if retriever else model.unload()
-            _write_json(path / ROUTING_FILE, {"languages": sorted(self.routed), "adapters_from": self.composition["adapters"]})
+            _write_json(path / ROUTING_FILE, {"languages": sorted(self.routed), "adapters_from": self.composition["adapters"],
+                                              "detect_languages": self.langid is not None})
         elif hasattr(model, "merge_and_unload"):  # a peft model is saved merged, as a plain encoder
             model = model.merge_and_unload()
         model.save_pretrained(path)

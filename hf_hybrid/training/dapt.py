@@ -358,6 +358,7 @@ def train_dapt(cfg: DaptConfig) -> Path:
         if accelerator.is_main_process:
             from safetensors.torch import save_file
 
+            from hf_hybrid.langid import fit_profile, save_profile
             from hf_hybrid.models.adapters import save_signature
             from hf_hybrid.models.offline import hub_name
 
@@ -369,6 +370,7 @@ def train_dapt(cfg: DaptConfig) -> Path:
             save_file({n: p.detach().cpu().contiguous() for n, p in objective.mlm.named_parameters()
                        if not n.startswith(mlm.base_model_prefix + ".")}, str(adapter_dir / "mlm_head.safetensors"))
             save_signature(mlm, adapter_dir)
+            save_profile(fit_profile(corpora[lang]["train"], corpora[lang]["heldout"]), adapter_dir)
             (adapter_dir / "dapt.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
             record["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.glob("adapter_model.*"))
         summary[lang] = record
