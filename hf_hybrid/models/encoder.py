@@ -184,7 +184,8 @@ class Encoder(nn.Module):
         if self.routed:  # language adapters beside the retriever's weights, reloaded by from_pretrained
             from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records
 
-            model.save_pretrained(str(path / "adapters"), selected_adapters=sorted(self.routed))
+            model.save_pretrained(str(path / "adapters"), selected_adapters=sorted(self.routed),
+                                  save_embedding_layers=False)
             copy_adapter_records(self.composition["adapters"], sorted(self.routed), path / "adapters")
             retriever = [RETRIEVER] if RETRIEVER in model.peft_config else []
             model = model.merge_and_unload(adapter_names=retriever) if retriever else model.unload()

@@ -366,7 +366,9 @@ def train_dapt(cfg: DaptConfig) -> Path:
             unwrapped = accelerator.unwrap_model(peft_encoder)
             # the base as a user would load it, not this machine's cache folder of the offline default
             unwrapped.peft_config[lang].base_model_name_or_path = hub_name(cfg.model)
-            unwrapped.save_pretrained(str(output_dir / "adapters"), selected_adapters=[lang])
+            # no embedding layers are adapted, so peft need not ask the Hub whether the vocabulary changed
+            unwrapped.save_pretrained(str(output_dir / "adapters"), selected_adapters=[lang],
+                                      save_embedding_layers=False)
             save_file({n: p.detach().cpu().contiguous() for n, p in objective.mlm.named_parameters()
                        if not n.startswith(mlm.base_model_prefix + ".")}, str(adapter_dir / "mlm_head.safetensors"))
             save_signature(mlm, adapter_dir)
