@@ -41,15 +41,14 @@ def fresh_model(args, seed: int):
     from transformers import set_seed
 
     from hf_hybrid.models.adapters import lora_config
-    from hf_hybrid.training.dapt import load_mlm
+    from hf_hybrid.training.dapt import MaskedLMObjective, load_mlm
 
     set_seed(seed)
     mlm, _, _ = load_mlm(args.model)
     get_peft_model(mlm.base_model, lora_config(args.lora_r, 2 * args.lora_r, 0.05,  # injects into mlm in place
                                                ["query", "key", "value", "dense"]))
-    for name, p in mlm.named_parameters():
-        if not name.startswith(mlm.base_model_prefix + "."):
-            p.requires_grad_(True)
+    for p in MaskedLMObjective(mlm).head_parameters().values():
+        p.requires_grad_(True)
     return mlm
 
 

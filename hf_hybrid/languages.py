@@ -47,6 +47,18 @@ def normalize_lang(code: str) -> str:
     return getattr(entry, "alpha_2", None) or entry.alpha_3
 
 
+def known_code(code: str) -> str | None:
+    """normalize_lang's code, or None for a code it does not know (retired or absent from ISO 639-3)."""
+    try:
+        return normalize_lang(code)
+    except UnknownLanguageError:
+        return None
+
+
+def three_letter_code(code: str) -> str:
+    """The ISO 639-3 code of one of our codes (`sw` -> `swa`)."""
+    return _entry(normalize_lang(code)).alpha_3
+
 
 # The usual script of languages not written in Latin script (for MTEB's `eng-Latn` style codes).
 _SCRIPTS = {
@@ -63,8 +75,7 @@ _SCRIPTS = {
 
 def mteb_language_code(lang: str, script: str | None = None) -> str:
     """MTEB's language code (ISO 639-3 plus ISO 15924 script, e.g. `eng-Latn`) for a code of ours."""
-    lang = normalize_lang(lang)
-    return f"{_entry(lang).alpha_3}-{script or _SCRIPTS.get(lang, 'Latn')}"
+    return f"{three_letter_code(lang)}-{script or _SCRIPTS.get(normalize_lang(lang), 'Latn')}"
 
 
 def language_name(code: str) -> str | None:

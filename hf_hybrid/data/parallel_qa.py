@@ -14,10 +14,12 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from hf_hybrid.languages import UnknownLanguageError, normalize_lang
+from hf_hybrid.languages import known_code, normalize_lang
 
 DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
 DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
+# the `datasets` builder that reads each data file type
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 
 
 class DataError(ValueError):
@@ -209,13 +211,6 @@ def flores_folders(directory: str | Path) -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and list(p.glob("*.tsv"))} if root.is_dir() else {}
 
 
-def _known_code(flores_code: str) -> str | None:
-    try:
-        return normalize_lang(flores_code)
-    except UnknownLanguageError:  # a few FLORES codes are retired or absent from ISO 639-3 tables
-        return None
-
-
 def _flores_folder(folders: dict[str, Path], code: str) -> Path:
     """A FLORES code as given, or the folder of one of our codes in its usual script (zh -> zho_Hans)."""
     from hf_hybrid.languages import mteb_language_code
@@ -223,7 +218,7 @@ def _flores_folder(folders: dict[str, Path], code: str) -> Path:
     if code in folders:
         return folders[code]
     lang = normalize_lang(code)
-    matches = [name for name in folders if _known_code(name) == lang]
+    matches = [name for name in folders if known_code(name) == lang]
     if len(matches) > 1:  # several scripts: the usual one
         script = mteb_language_code(lang).split("-")[1]
         matches = [m for m in matches if m.endswith(f"_{script}")] or matches
@@ -349,13 +344,13 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
             from datasets import load_dataset
             return load_columns(load_dataset(str(path), split=split), languages, source=source)
         raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
-    if path.suffix in (".jsonl", ".json", ".csv", ".parquet") and not path.is_file():
+    if path.suffix in FILE_BUILDERS and not path.is_file():
         raise DataError(f"file not found: {path}")
     if path.suffix == ".jsonl":
         return make_parallel_qa(_read_jsonl(path), languages, source=source)
     if path.suffix in (".json", ".csv", ".parquet"):
         from datasets import load_dataset
-        builder = {".json": "json", ".csv": "csv", ".parquet": "parquet"}[path.suffix]
+        builder = FILE_BUILDERS[path.suffix]
         return load_columns(load_dataset(builder, data_files=str(path), split="train"), languages, source=source)
     if is_hub_id(source):
         from datasets import load_dataset

@@ -18,8 +18,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hf_hybrid.data.parallel_qa import DataError, flores_folders, load_parallel_qa
-from hf_hybrid.languages import UnknownLanguageError, normalize_lang
+from hf_hybrid.data.parallel_qa import FILE_BUILDERS, DataError, flores_folders, load_parallel_qa
+from hf_hybrid.languages import known_code, normalize_lang, three_letter_code
 
 NGRAM = 8
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -44,11 +44,8 @@ def _masakhanews_folders(root: Path) -> dict[str, Path]:
     folders = {}
     for sub in sorted(p for p in root.iterdir() if p.is_dir() and list(p.glob("*.tsv"))):
         header = (sub / next(p.name for p in sub.glob("*.tsv"))).open(encoding="utf-8").readline()
-        if "headline" in header.split("\t"):
-            try:
-                folders[normalize_lang(sub.name)] = sub
-            except UnknownLanguageError:
-                continue
+        if "headline" in header.split("\t") and known_code(sub.name):
+            folders[known_code(sub.name)] = sub
     return folders
 
 
@@ -61,7 +58,7 @@ def _from_dataset(source: str, lang: str) -> list[str]:
         if path.is_dir():
             ds = load_from_disk(str(path))
         elif path.is_file():
-            builder = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+            builder = FILE_BUILDERS.get(path.suffix)
             if builder is None:
                 raise DataError(f"{path}: unsupported file type (expected .txt, .jsonl, .json, .csv or .parquet)")
             ds = load_dataset(builder, data_files=str(path), split="train")
@@ -74,22 +71,15 @@ def _from_dataset(source: str, lang: str) -> list[str]:
     if "text" not in ds.column_names:
         raise DataError(f"{source}: expected a 'text' column (found {', '.join(ds.column_names)})")
     if "lang" in ds.column_names:
-        return [t for t, l in zip(ds["text"], ds["lang"]) if t and t.strip() and _same_lang(l, lang)]
+        return [t for t, l in zip(ds["text"], ds["lang"]) if t and t.strip() and known_code(l) == lang]
     return [t for t in ds["text"] if t and t.strip()]
-
-
-def _same_lang(code: str, lang: str) -> bool:
-    try:
-        return normalize_lang(code) == lang
-    except UnknownLanguageError:
-        return False
 
 
 def load_texts(source: str, lang: str) -> list[str]:
     """The documents of one language in one source (see the module docstring); [] if it has none."""
     lang = normalize_lang(lang)
     if "{lang}" in source:
-        candidates = [source.replace("{lang}", code) for code in dict.fromkeys([lang, _three_letter(lang)])]
+        candidates = [source.replace("{lang}", code) for code in dict.fromkeys([lang, three_letter_code(lang)])]
         found = next((c for c in candidates if Path(c).is_file()), None)
         if found is None:
             return []
@@ -104,26 +94,19 @@ def load_texts(source: str, lang: str) -> list[str]:
             return [t for f in sorted(folder.glob("*.tsv")) for t in _tsv_column_texts(f, ("headline", "text"))] if folder else []
         flores = flores_folders(path)
         if flores:
-            matches = [f for code, f in flores.items() if _same_lang(code, lang)]
+            matches = [f for code, f in flores.items() if known_code(code) == lang]
             # only the train split: dev and test stay evaluation text
             return [t for f in matches if (f / "train.tsv").is_file() for t in _tsv_column_texts(f / "train.tsv", ("text",))]
     if path.suffix == ".txt":
         if not path.is_file():
             raise DataError(f"file not found: {path}")
         return [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
-    if path.suffix in (".jsonl", ".json", ".csv", ".parquet") and not path.is_file():
+    if path.suffix in FILE_BUILDERS and not path.is_file():
         raise DataError(f"file not found: {path}")
     if path.exists() or source.count("/") == 1:
         return _from_dataset(source, lang)
     raise DataError(f"text source not found: {source!r} (expected a MasakhaNEWS or SIB-200 folder, a file, "
                     "a saved dataset or a Hub dataset id)")
-
-
-def _three_letter(lang: str) -> str:
-    import pycountry
-
-    entry = pycountry.languages.get(alpha_2=lang) if len(lang) == 2 else None
-    return entry.alpha_3 if entry else lang
 
 
 def _words(text: str) -> list[str]:

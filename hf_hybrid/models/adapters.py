@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from hf_hybrid.languages import normalize_lang
+from hf_hybrid.languages import known_code, normalize_lang
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +65,9 @@ def available_adapters(source: str) -> dict[str, Path]:
     for base in (root / "adapters", root):
         for folder in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
             if (folder / "adapter_config.json").is_file():
-                lang = adapter_info(folder).get("language") or folder.name
-                try:
-                    found.setdefault(normalize_lang(lang), folder)
-                except ValueError:
-                    continue
+                lang = known_code(adapter_info(folder).get("language") or folder.name)
+                if lang:
+                    found.setdefault(lang, folder)
     if (root / "adapter_config.json").is_file() and adapter_info(root).get("language"):
         found.setdefault(normalize_lang(adapter_info(root)["language"]), root)
     return found
@@ -162,8 +160,6 @@ def merge_adapters(encoder, source: str, languages: list[str], weights: list[flo
         peft_model.add_weighted_adapter(languages, weights, "merged", combination_type="cat")
         peft_model.set_adapter("merged")
     encoder.model = peft_model.merge_and_unload().requires_grad_(True)  # peft froze the base for its adapters
-    if getattr(encoder.model, "pooler", None) is not None:
-        encoder.model.pooler.requires_grad_(False)
     encoder.composition = {"composition": "merge", "adapters": source, "languages": languages, "weights": weights}
 
 

@@ -25,6 +25,7 @@ from torch import nn
 from hf_hybrid.data.parallel_qa import DataError
 from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.adapters import lora_config
+from hf_hybrid.training.hybrid import warmup_then_linear_decay
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +172,11 @@ class MaskedLMObjective(nn.Module):
     def head(self):
         return getattr(self.mlm, self.head_name)
 
+    def head_parameters(self) -> dict[str, nn.Parameter]:
+        """The head's own parameters by name; a decoder tied to the word embeddings is the encoder's."""
+        prefix = self.mlm.base_model_prefix + "."
+        return {n: p for n, p in self.mlm.named_parameters() if not n.startswith(prefix)}
+
     def forward(self, input_ids, attention_mask, labels):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -240,9 +246,7 @@ def _train_steps(accelerator, objective, params, loader_chunks, collator, cfg, s
     from tqdm.auto import tqdm
 
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    warmup = int(steps * cfg.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (steps - s) / max(1, steps - warmup))))
+    scheduler = warmup_then_linear_decay(optimizer, steps, cfg.warmup_ratio)
     model, optimizer = accelerator.prepare(objective, optimizer)
     generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     per_rank = loader_chunks[accelerator.process_index :: accelerator.num_processes]
@@ -319,7 +323,7 @@ def train_dapt(cfg: DaptConfig) -> Path:
         objective = MaskedLMObjective(mlm).to(accelerator.device)
         for p in objective.encoder.parameters():
             p.requires_grad_(False)
-        head_params = [p for n, p in objective.mlm.named_parameters() if not n.startswith(mlm.base_model_prefix + ".")]
+        head_params = list(objective.head_parameters().values())
         accelerator.print(f"{lang}: {len(train_chunks)} training and {len(heldout_chunks)} held-out sequences "
                           f"of {cfg.max_seq_length} tokens ({corpora[lang]['stats']['documents']} documents)")
         head_speed = None
@@ -369,8 +373,8 @@ def train_dapt(cfg: DaptConfig) -> Path:
             # no embedding layers are adapted, so peft need not ask the Hub whether the vocabulary changed
             unwrapped.save_pretrained(str(output_dir / "adapters"), selected_adapters=[lang],
                                       save_embedding_layers=False)
-            save_file({n: p.detach().cpu().contiguous() for n, p in objective.mlm.named_parameters()
-                       if not n.startswith(mlm.base_model_prefix + ".")}, str(adapter_dir / "mlm_head.safetensors"))
+            save_file({n: p.detach().cpu().contiguous() for n, p in objective.head_parameters().items()},
+                      str(adapter_dir / "mlm_head.safetensors"))
             save_signature(mlm, adapter_dir)
             save_profile(fit_profile(corpora[lang]["train"], corpora[lang]["heldout"]), adapter_dir)
             (adapter_dir / "dapt.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")

@@ -168,6 +168,13 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
     return encoder
 
 
+def warmup_then_linear_decay(optimizer, steps: int, warmup_ratio: float):
+    """Learning rate rising linearly over the first `warmup_ratio` of the steps, then falling linearly to 0."""
+    warmup = int(steps * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (steps - s) / max(1, steps - warmup))))
+
+
 def _checkpoints(output_dir: Path) -> list[Path]:
     return sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -195,9 +202,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
     params = [p for p in encoder.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                   fused=accelerator.device.type == "cuda")
-    warmup = int(cfg.max_steps * cfg.warmup_ratio)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (cfg.max_steps - s) / max(1, cfg.max_steps - warmup))))
+    scheduler = warmup_then_linear_decay(optimizer, cfg.max_steps, cfg.warmup_ratio)
     model, optimizer = accelerator.prepare(encoder, optimizer)
     accelerator.register_for_checkpointing(scheduler)
     loss_fn = InBatchNegativesLoss(cfg.temperature)
