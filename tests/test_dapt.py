@@ -302,3 +302,8 @@ def test_route_by_detected_language(dapt_dir, tiny_model_dir, tmp_path):
     (old / "sw" / "langid.safetensors").unlink()
     with pytest.raises(ValueError, match="no language profile"):
         compose(Encoder.from_pretrained(str(tiny_model_dir)), "route", str(old), None, detect=True)
+
+
+def test_a_missing_adapter_folder_is_named_as_such(tiny_model_dir):
+    with pytest.raises(AdapterError, match="adapter source not found: '/nosuch'"):
+        compose(Encoder.from_pretrained(str(tiny_model_dir)), "route", "/nosuch", None)

@@ -36,7 +36,7 @@ def _local(source: str, lang: str | None = None) -> Path:
     """A local folder for `source`; of a Hub repo id, the adapter files are downloaded (only `lang`'s if given):
     at the repo's root (a repo of one adapter), under <lang>/ or under adapters/<lang>/."""
     path = Path(source)
-    if path.exists() or source.count("/") != 1:
+    if path.exists() or source.count("/") != 1 or source.startswith(("/", ".", "~")):  # a path, not a repo id
         if not path.exists():
             raise AdapterError(f"adapter source not found: {source!r}")
         return path
