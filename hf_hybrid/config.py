@@ -11,11 +11,9 @@ from typing import TypeVar
 import yaml
 from transformers import HfArgumentParser
 
+from hf_hybrid.errors import ConfigError
+
 T = TypeVar("T")
-
-
-class ConfigError(ValueError):
-    pass
 
 
 def _as_flags(values: dict) -> list[str]:

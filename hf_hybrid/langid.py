@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from hf_hybrid.errors import AdapterError
+
 BUCKETS = 2**16
 ORDERS = (1, 2, 3, 4)
 PROFILE_FILE = "langid.safetensors"
@@ -65,7 +67,7 @@ def save_profile(profile: dict[str, torch.Tensor], folder: Path) -> None:
 class LanguageIdentifier:
     def __init__(self, profiles: dict[str, dict[str, torch.Tensor]]):
         if not profiles:
-            raise ValueError("language detection needs at least one language profile")
+            raise AdapterError("language detection needs at least one language profile")
         self.languages = list(profiles)
         self.log_probs = torch.stack([profiles[l]["log_probs"] for l in self.languages])
         self.floors = torch.tensor([float(profiles[l]["floor"]) for l in self.languages])
@@ -76,7 +78,7 @@ class LanguageIdentifier:
 
         missing = [lang for lang, f in folders.items() if not (f / PROFILE_FILE).is_file()]
         if missing:
-            raise ValueError(f"no language profile ({PROFILE_FILE}) beside the adapter(s) of {', '.join(missing)}: "
+            raise AdapterError(f"no language profile ({PROFILE_FILE}) beside the adapter(s) of {', '.join(missing)}: "
                              "retrain them with this version of `hf-hybrid dapt`, or give each text's language")
         return cls({lang: load_file(str(f / PROFILE_FILE)) for lang, f in folders.items()})
 

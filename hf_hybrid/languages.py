@@ -11,16 +11,14 @@ from functools import lru_cache
 
 import pycountry
 
+from hf_hybrid.errors import UnknownLanguageError
+
 # FLORES-200 individual languages that stand for their macrolanguage elsewhere (XQuAD, MasakhaNEWS).
 _FLORES_MACRO = {
     "arb": "ara", "swh": "swa", "zsm": "msa", "pes": "fas", "plt": "mlg", "khk": "mon", "lvs": "lav",
     "ekk": "est", "npi": "nep", "ory": "ori", "pbt": "pus", "uzn": "uzb", "azj": "aze", "gaz": "orm",
     "als": "sqi", "ydd": "yid", "quy": "que", "cmn": "zho", "kmr": "kur", "twi": "aka",
 }
-
-
-class UnknownLanguageError(ValueError):
-    pass
 
 
 def _entry(code: str):

@@ -11,7 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from hf_hybrid.data.parallel_qa import DataError
+from hf_hybrid.errors import ConfigError, DataError
 
 
 class HybridBatchSampler:
@@ -26,9 +26,9 @@ class HybridBatchSampler:
         if self.fixed_alpha is not None:
             alpha = self.fixed_alpha
         if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+            raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
         self.alpha = alpha
         self.batch_size = batch_size
         self.seed = seed
@@ -141,5 +141,5 @@ SAMPLERS = {cls.name: cls for cls in (HybridBatchSampler, MonolingualBatchSample
 def make_sampler(name: str, dataset, batch_size: int, alpha: float = 0.5, seed: int = 0,
                  num_replicas: int = 1, rank: int = 0) -> HybridBatchSampler:
     if name not in SAMPLERS:
-        raise ValueError(f"unknown sampler {name!r} (expected one of {', '.join(SAMPLERS)})")
+        raise ConfigError(f"unknown sampler {name!r} (expected one of {', '.join(SAMPLERS)})")
     return SAMPLERS[name](dataset, batch_size, alpha=alpha, seed=seed, num_replicas=num_replicas, rank=rank)

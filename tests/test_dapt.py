@@ -6,11 +6,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from hf_hybrid.data.parallel_qa import DEMO_PATH, DataError
+from hf_hybrid.data.parallel_qa import DEMO_PATH
 from hf_hybrid.data.text import load_corpus, load_texts
-from hf_hybrid.models.adapters import AdapterError, available_adapters, compose
+from hf_hybrid.errors import AdapterError, DataError
+from hf_hybrid.models.adapters import available_adapters, compose
 from hf_hybrid.models.encoder import Encoder
-from hf_hybrid.training.dapt import DaptConfig, MaskingCollator, chunk_documents, train_dapt
+from hf_hybrid.training.dapt import (
+    DaptConfig,
+    MaskingCollator,
+    chunk_documents,
+    train_dapt,
+)
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,14 +1,23 @@
 import json
 
 import pytest
+from conftest import shared_data
 from datasets import Dataset
 
-from conftest import shared_data
 from hf_hybrid.data.parallel_qa import (
-    DEMO_LANGUAGES, DataError, holdout_articles, load_columns, load_demo, load_parallel_qa, load_xquad,
-    load_xquad_r, make_parallel_qa, split_by_article, xquad_r_candidates,
+    DEMO_LANGUAGES,
+    holdout_articles,
+    load_columns,
+    load_demo,
+    load_parallel_qa,
+    load_xquad,
+    load_xquad_r,
+    make_parallel_qa,
+    split_by_article,
+    xquad_r_candidates,
 )
-from hf_hybrid.languages import UnknownLanguageError, normalize_lang
+from hf_hybrid.errors import DataError, UnknownLanguageError
+from hf_hybrid.languages import normalize_lang
 
 
 def test_language_convention():

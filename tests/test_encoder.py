@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_hybrid.models.encoder import Encoder, EncoderLoadError
+from hf_hybrid.errors import EncoderLoadError
+from hf_hybrid.models.encoder import Encoder
 
 TEXTS = ["Where is the river?", "Mto uko wapi?", "¿Dónde está el río?", "a"]
 
@@ -51,7 +52,9 @@ def test_mteb_wrapper_gives_the_same_embeddings(tiny_model_dir):
     mteb = pytest.importorskip("mteb")
     from datasets import Dataset
     from mteb._create_dataloaders import create_dataloader
-    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+    from mteb.models.sentence_transformer_wrapper import (
+        SentenceTransformerEncoderWrapper,
+    )
     from mteb.types import PromptType
 
     encoder = Encoder.from_pretrained(str(tiny_model_dir))

@@ -3,7 +3,11 @@ import math
 import pytest
 import torch
 
-from hf_hybrid.evaluation.retrieval import ParallelBenchmark, evaluate_parallel, markdown_table
+from hf_hybrid.evaluation.retrieval import (
+    ParallelBenchmark,
+    evaluate_parallel,
+    markdown_table,
+)
 
 
 class LookupEncoder:

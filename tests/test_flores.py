@@ -3,7 +3,8 @@ import torch
 from conftest import shared_data
 from test_evaluation import LookupEncoder
 
-from hf_hybrid.data.parallel_qa import DataError, load_parallel_qa
+from hf_hybrid.data.parallel_qa import load_parallel_qa
+from hf_hybrid.errors import DataError
 from hf_hybrid.evaluation.retrieval import ParallelBenchmark, evaluate_parallel
 
 SENTENCES = {

@@ -2,7 +2,8 @@ from collections import Counter
 
 import pytest
 
-from hf_hybrid.data.parallel_qa import DataError, make_parallel_qa
+from hf_hybrid.data.parallel_qa import make_parallel_qa
+from hf_hybrid.errors import DataError
 from hf_hybrid.sampling import SAMPLERS, HybridBatchSampler, make_sampler
 
 LANGS = ["ar", "de", "en", "es", "sw"]

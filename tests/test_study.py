@@ -21,8 +21,8 @@ def test_arms_side_by_side_on_folds(tiny_model_dir, tmp_path):
 
 def test_dapt_arms_and_flores_in_one_table(tiny_model_dir, tmp_path):
     import pytest
-
     from conftest import shared_data
+
     from hf_hybrid.training.dapt import DaptConfig, train_dapt
 
     sib = shared_data("sib-200")

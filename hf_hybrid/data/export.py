@@ -38,7 +38,8 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from hf_hybrid.data.parallel_qa import DataError, load_xquad
+from hf_hybrid.data.parallel_qa import load_xquad
+from hf_hybrid.errors import DataError
 
 XQUAD_RETRIEVAL_REPO = "mteb/XQuADRetrieval"
 SPLIT = "validation"
@@ -168,7 +169,12 @@ def export_parallel_qa(source: str | Path, out: str | Path, languages: list[str]
     """Any data source as a dataset repo folder, the converted dataset the project's MTEB tasks and
     `--data` load (from this folder or, pushed, from the Hub): the ParallelQA rows (config `default`)
     and, for XQuAD-R, every paragraph sentence as a candidate (config `candidates`: lang, article_id, text)."""
-    from hf_hybrid.data.parallel_qa import folder_kind, languages_of, load_parallel_qa, xquad_r_candidates
+    from hf_hybrid.data.parallel_qa import (
+        folder_kind,
+        languages_of,
+        load_parallel_qa,
+        xquad_r_candidates,
+    )
 
     if datasets_cache is not None:
         raise DataError("--datasets-cache is for copies of MTEB's own datasets (xquad-retrieval)")

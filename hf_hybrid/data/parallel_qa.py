@@ -14,16 +14,13 @@ from pathlib import Path
 
 from datasets import Dataset
 
+from hf_hybrid.errors import DataError
 from hf_hybrid.languages import known_code, normalize_lang
 
 DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
 DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
 # the `datasets` builder that reads each data file type
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-
-
-class DataError(ValueError):
-    pass
 
 
 def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, source: str = "data") -> Dataset:

@@ -18,7 +18,8 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hf_hybrid.data.parallel_qa import FILE_BUILDERS, DataError, flores_folders, load_parallel_qa
+from hf_hybrid.data.parallel_qa import FILE_BUILDERS, flores_folders, load_parallel_qa
+from hf_hybrid.errors import DataError
 from hf_hybrid.languages import known_code, normalize_lang, three_letter_code
 
 NGRAM = 8

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+from hf_hybrid.errors import DataError
+
 
 def rank_distance(ranks: torch.Tensor) -> torch.Tensor:
     """Per query, worst minus best rank of its parallel relevant candidates. ranks: [queries, languages]."""
@@ -27,7 +29,7 @@ def rank_correlations(scores: torch.Tensor) -> torch.Tensor:
     """
     n_langs, pool = scores.shape[1], scores.shape[2]
     if n_langs < 2:
-        raise ValueError("rank correlation needs queries in at least 2 languages")
+        raise DataError("rank correlation needs queries in at least 2 languages")
     ranks = scores.argsort(dim=-1).argsort(dim=-1).double()
     ranks -= (pool - 1) / 2
     # Spearman without ties: the Pearson correlation of ranks, whose variance is (n^2 - 1) / 12

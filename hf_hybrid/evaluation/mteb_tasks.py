@@ -26,7 +26,14 @@ from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
 from hf_hybrid.data.parallel_qa import FLORES_HIGH_RESOURCE, FLORES_LOW_RESOURCE
-from hf_hybrid.evaluation.retrieval import BIAS_MEANS, SETTINGS, ParallelBenchmark, ParallelScorer, check_settings
+from hf_hybrid.errors import ConfigError, DataError, HfHybridError
+from hf_hybrid.evaluation.retrieval import (
+    BIAS_MEANS,
+    SETTINGS,
+    ParallelBenchmark,
+    ParallelScorer,
+    check_settings,
+)
 from hf_hybrid.languages import mteb_language_code, normalize_lang
 
 MULTILINGUAL = "multilingual"
@@ -96,7 +103,7 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         self.task_languages = sorted(normalize_lang(l) for l in (languages or self.benchmark_languages))
         outside = sorted(set(self.task_languages) - set(self.benchmark_languages))
         if outside:
-            raise ValueError(f"{self.metadata.name} has no language(s) {', '.join(outside)} "
+            raise ConfigError(f"{self.metadata.name} has no language(s) {', '.join(outside)} "
                              f"(it has {', '.join(self.benchmark_languages)})")
         self.settings, self.n_folds, self.fold = list(settings), n_folds, fold
         self.hf_subsets = subset_names(self.task_languages, self.settings, self.pivot, self.self_retrieval)
@@ -115,9 +122,9 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
                                           n_folds=self.n_folds, fold=self.fold))
         missing = sorted(set(self.task_languages) - set(bench.languages))
         if missing:
-            raise ValueError(f"{self.data} has no rows in {', '.join(missing)}")
+            raise DataError(f"{self.data} has no rows in {', '.join(missing)}")
         if bench.self_retrieval != self.self_retrieval:
-            raise ValueError(f"{self.data} is not {self.metadata.name}'s kind of data "
+            raise DataError(f"{self.data} is not {self.metadata.name}'s kind of data "
                              f"({'sentences retrieving their translations' if self.self_retrieval else 'questions and passages'})")
         self.benchmark = bench
         queries = {l: Dataset.from_dict({"id": [f"{l}:{g}" for g, _ in bench.queries[l]],
@@ -144,7 +151,7 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
                            prompt_type=prompt_type, **encode_kwargs)
         emb = torch.as_tensor(emb).float()
         if not torch.isfinite(emb).all():
-            raise ValueError(f"the model embedded {self.metadata.name}/{hf_subset} texts to NaN or inf")
+            raise HfHybridError(f"the model embedded {self.metadata.name}/{hf_subset} texts to NaN or inf")
         return torch.nn.functional.normalize(emb, dim=-1)
 
     def _evaluate_subset(self, model, data_split: dict, *, encode_kwargs: dict, hf_split: str, hf_subset: str,

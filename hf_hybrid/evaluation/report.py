@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.evaluation.retrieval import SETTINGS
 
 BIAS_MEANS = (  # key in results["multilingual"]["bias"], label, format
@@ -64,10 +65,10 @@ def load_runs(paths: list[Path], names: list[str] | None = None) -> list[Run]:
             raise FileNotFoundError(f"no results in {path} (expected results.json or study.json)")
     if names is not None:
         if len(names) != len(runs):
-            raise ValueError(f"--names gives {len(names)} name(s) for {len(runs)} run(s) "
+            raise ConfigError(f"--names gives {len(names)} name(s) for {len(runs)} run(s) "
                              f"({', '.join(run.name for run in runs)}; a study counts one run per arm)")
         if not all(n.strip() for n in names):
-            raise ValueError("--names: a run name is empty")
+            raise ConfigError("--names: a run name is empty")
     for run, name in zip(runs, _unique(names if names is not None else [run.name for run in runs])):
         run.name = name
     return runs
@@ -87,12 +88,12 @@ def _read_results(path: Path) -> dict:
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"malformed results file {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise DataError(f"malformed results file {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"malformed results file {path}: not UTF-8 text") from None
+        raise DataError(f"malformed results file {path}: not UTF-8 text") from None
     problem = _problem(results)
     if problem:
-        raise ValueError(f"unsupported results file {path}: {problem}")
+        raise DataError(f"unsupported results file {path}: {problem}")
     return results
 
 
@@ -150,11 +151,11 @@ def _study_runs(root: Path) -> list[Run]:
     try:
         study = json.loads((root / "study.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise ValueError(f"malformed study file {root / 'study.json'}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        raise DataError(f"malformed study file {root / 'study.json'}: not valid JSON ({err.msg}, line {err.lineno})") from None
     config = study.get("config") if isinstance(study, dict) else None
     config = config if isinstance(config, dict) else {}
     if not config:
-        raise ValueError(f"unsupported study file {root / 'study.json'}: no 'config' dict")
+        raise DataError(f"unsupported study file {root / 'study.json'}: no 'config' dict")
     found = sorted(root.glob("fold*/*/results.json"))
     arms = config.get("arms") or sorted({p.parent.name for p in found})
     folds = config.get("folds")
@@ -162,7 +163,7 @@ def _study_runs(root: Path) -> list[Run]:
         folds = sorted({int(p.parent.parent.name[4:]) for p in found if p.parent.parent.name[4:].isdigit()})
     if not (isinstance(arms, list) and all(isinstance(a, str) for a in arms)
             and isinstance(folds, list) and all(_is_number(f) for f in folds)):
-        raise ValueError(f"unsupported study file {root / 'study.json'}: 'arms' and 'folds' must be lists")
+        raise DataError(f"unsupported study file {root / 'study.json'}: 'arms' and 'folds' must be lists")
     if not arms or not folds:
         raise FileNotFoundError(f"no results in {root} (study.json but no fold<k>/<arm>/results.json)")
     runs = []
@@ -174,7 +175,7 @@ def _study_runs(root: Path) -> list[Run]:
         per_fold = [_read_results(p) for p in paths]
         languages = {fold: r["languages"] for fold, r in zip(folds, per_fold)}
         if len({tuple(l) for l in languages.values()}) > 1:
-            raise ValueError(f"study {root}, arm {arm}: folds have different languages ("
+            raise DataError(f"study {root}, arm {arm}: folds have different languages ("
                              + "; ".join(f"fold{f}: {' '.join(l)}" for f, l in languages.items()) + ")")
         results = _mean_over_folds([{k: v for k, v in r.items() if k not in ("config", "sizes", "seconds")}
                                     for r in per_fold])
@@ -199,7 +200,7 @@ def _mean_over_folds(trees: list):
         return first
     if all(_is_number(t) for t in trees):
         return sum(trees) / len(trees)
-    raise ValueError(f"study folds disagree: {first!r} vs {trees[1:]!r}")
+    raise DataError(f"study folds disagree: {first!r} vs {trees[1:]!r}")
 
 
 # ---------------------------------------------------------------- page
@@ -318,10 +319,10 @@ def build_report(paths: list[Path], out: Path, metric: str = "map", names: list[
     runs = load_runs(paths, names)
     available = sorted({m for run in runs for s in SETTINGS if s in run.results for m in run.results[s]["average"]})
     if metric not in available:
-        raise ValueError(f"metric '{metric}' is in none of the results (available: {', '.join(available)})")
+        raise ConfigError(f"metric '{metric}' is in none of the results (available: {', '.join(available)})")
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder")
+        raise ConfigError(f"--out {out} is a file, not a folder")
     out.mkdir(parents=True, exist_ok=True)
     label = metric_label(metric)
     langs = _languages(runs)

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 import torch
 
-from hf_hybrid.evaluation.bias import rank_correlations, rank_distance, same_language_share
+from hf_hybrid.errors import ConfigError, HfHybridError
+from hf_hybrid.evaluation.bias import (
+    rank_correlations,
+    rank_distance,
+    same_language_share,
+)
 
 SETTINGS = ("monolingual", "cross-lingual", "multilingual")
 RECALL_KS = (1, 5, 10, 100)
@@ -109,7 +114,7 @@ def _average(per_setting: dict[str, dict[str, float]]) -> dict[str, float]:
 def check_settings(settings) -> None:
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)} (expected {', '.join(SETTINGS)})")
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} (expected {', '.join(SETTINGS)})")
 
 
 def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batch_size: int = 128,
@@ -123,7 +128,7 @@ def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batc
     for kind, emb in (("queries", q_emb), ("candidates", c_emb)):
         broken = [l for l in langs if not torch.isfinite(emb[l]).all()]
         if broken:
-            raise ValueError(f"the model embedded {kind} in {', '.join(broken)} to NaN or inf")
+            raise HfHybridError(f"the model embedded {kind} in {', '.join(broken)} to NaN or inf")
     return ParallelScorer(bench, q_emb, c_emb, query_chunk).results(settings)
 
 

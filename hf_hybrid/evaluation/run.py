@@ -16,7 +16,13 @@ from hf_hybrid.data.parallel_qa import (
     select_split,
     xquad_r_candidates,
 )
-from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, markdown_table
+from hf_hybrid.errors import ConfigError, DataError
+from hf_hybrid.evaluation.retrieval import (
+    SETTINGS,
+    ParallelBenchmark,
+    evaluate_parallel,
+    markdown_table,
+)
 from hf_hybrid.models.adapters import AdapterOptions
 
 
@@ -89,7 +95,7 @@ def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
                 available = set(languages_of(load_parallel_qa(cfg.data)))
                 languages = sorted(available & set(cls.benchmark_languages))
                 if not languages:
-                    raise ValueError(f"{cfg.data} has none of {name}'s languages ({', '.join(cls.benchmark_languages)})")
+                    raise DataError(f"{cfg.data} has none of {name}'s languages ({', '.join(cls.benchmark_languages)})")
             tasks.append(cls(data=cfg.data, languages=languages, settings=cfg.settings,
                              n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold))
             continue
@@ -100,7 +106,7 @@ def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
             known.update({n.lower(): n for n in PROJECT_TASKS})
             close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)]
             hint = f"; closest: {', '.join(close)}" if close else ""
-            raise ValueError(f"unknown task {name!r}: neither a project task nor an MTEB task{hint}") from None
+            raise ConfigError(f"unknown task {name!r}: neither a project task nor an MTEB task{hint}") from None
     return tasks
 
 
@@ -127,14 +133,14 @@ def run_tasks(cfg: EvalConfig) -> dict:
     from sentence_transformers import SentenceTransformer
     from tqdm.auto import tqdm
 
+    from hf_hybrid.errors import EncoderLoadError
     from hf_hybrid.evaluation.mteb_tasks import ParallelRetrievalTask, setting_means
-    from hf_hybrid.models.encoder import EncoderLoadError
     from hf_hybrid.models.offline import resolve_model_path
 
     if cfg.split == "dev":
-        raise ValueError("tasks evaluate on split 'all' or 'test', not 'dev'")
+        raise ConfigError("tasks evaluate on split 'all' or 'test', not 'dev'")
     if cfg.composition != "none":
-        raise ValueError("--tasks loads the model with sentence-transformers, which has no language adapters: "
+        raise ConfigError("--tasks loads the model with sentence-transformers, which has no language adapters: "
                          "evaluate a composition without --tasks, or save the merged model first")
     tasks = resolve_tasks(cfg.tasks, cfg)
     try:

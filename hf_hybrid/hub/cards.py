@@ -36,8 +36,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+from huggingface_hub import (
+    DatasetCard,
+    DatasetCardData,
+    EvalResult,
+    ModelCard,
+    ModelCardData,
+)
 
+from hf_hybrid.errors import AdapterError, DataError
 from hf_hybrid.languages import language_name
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
@@ -267,7 +274,7 @@ def find_evaluations(eval_dirs, model_dir: str | Path | None = None) -> list[Eva
         if not root.exists():
             raise FileNotFoundError(f"evaluation folder {root} does not exist")
         if root.is_dir() and (root / "study.json").is_file():
-            raise ValueError(f"{root} is a study (several models); pass the evaluation folder of this model")
+            raise DataError(f"{root} is a study (several models); pass the evaluation folder of this model")
         files = [root] if root.is_file() else sorted(root.rglob("*.json"))
         mine = []
         for file in files:
@@ -293,7 +300,7 @@ def find_evaluations(eval_dirs, model_dir: str | Path | None = None) -> list[Eva
                 else:  # mteb's <cache>/results/<model name>/<revision>/<task>.json
                     recorded = ev.path.parent.parent.name
                 if recorded is not None and not _same_path(recorded, model_dir):
-                    raise ValueError(f"{ev.path} holds results of model {recorded!r}, not of {model_dir} "
+                    raise DataError(f"{ev.path} holds results of model {recorded!r}, not of {model_dir} "
                                      "(pass check_model=False if it is the same model moved)")
         found += mine
     return found
@@ -399,7 +406,7 @@ def eval_results_of(evaluations: list[Evaluation]) -> list[EvalResult]:
             shared = (r.task_name, r.dataset_name, json.dumps(r.dataset_args, sort_keys=True), str(ev.path))
             seen = groups.setdefault(r.unique_identifier, (shared, set()))
             if seen[0][:3] != shared[:3] or r.metric_type in seen[1]:
-                raise ValueError(f"{ev.path} and {seen[0][3]} both hold {r.metric_type} for {r.dataset_name} "
+                raise DataError(f"{ev.path} and {seen[0][3]} both hold {r.metric_type} for {r.dataset_name} "
                                  f"(split {r.dataset_split}); pass one of them")
             seen[1].add(r.metric_type)
             results.append(r)
@@ -685,7 +692,7 @@ def render_adapter_card(adapters: dict[str, Path], repo_id: str, *, template_dir
         infos[path] = info
     recorded = sorted({info["base_model"] for info in infos.values()})
     if len(recorded) > 1:
-        raise ValueError(f"these adapters were trained on different base models ({', '.join(map(_public, recorded))}): "
+        raise AdapterError(f"these adapters were trained on different base models ({', '.join(map(_public, recorded))}): "
                          "push them as repos of their own")
     base = base_model_of(recorded[0])
     codes = [info["language"] for info in infos.values()]
@@ -775,7 +782,7 @@ def render_dataset_card(dataset_dir, repo_id: str | None = None, *, license: str
     old = DatasetCard(readme.read_text(encoding="utf-8"))
     configs = old.data.get("configs")
     if not configs:
-        raise ValueError(f"{readme} has no `configs:` block (expected a folder of `hf-hybrid data export`)")
+        raise DataError(f"{readme} has no `configs:` block (expected a folder of `hf-hybrid data export`)")
     names = [c["config_name"] for c in configs]
     if all(_XQUAD_RETRIEVAL_CONFIG.match(n) for n in names):
         kind = "xquad-retrieval"
@@ -784,7 +791,7 @@ def render_dataset_card(dataset_dir, repo_id: str | None = None, *, license: str
         kind = "parallel-qa"
         match = re.search(r"export parallel-qa` from `([^`]+)`", old.text)
     else:
-        raise ValueError(f"{readme}: configs {', '.join(names)} are not those of `hf-hybrid data export`")
+        raise DataError(f"{readme}: configs {', '.join(names)} are not those of `hf-hybrid data export`")
     source = match.group(1) if match else None
     measured = _measure(folder, configs)
     if kind == "parallel-qa":

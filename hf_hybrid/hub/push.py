@@ -53,6 +53,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from hf_hybrid.errors import PushError
+
 REPO_TYPES = ("model", "dataset", "space")
 # never pushed from a model folder: pickled weights and training state, per-rank batch logs, the old card
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
@@ -60,10 +62,6 @@ _SKIP_AT_TOP = ("README.md", "batches-rank*.jsonl")
 ADAPTERS = "adapters"  # adapters/<lang>/: pushed with the model when the folder has them
 _DAPT_FILES = ("dapt_results.json", "dapt_results.md", "dapt_config.yaml")  # pushed with a DAPT folder's adapters
 _EVAL_FILES = ("results.json", "results.md", "summary.json", "summary.md")
-
-
-class PushError(ValueError):
-    """Bad push input or a refused push: one line for the user."""
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from hf_hybrid.errors import AdapterError, ConfigError
 from hf_hybrid.languages import known_code, normalize_lang
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,6 @@ SIGNATURE_ROWS = 32
 # what an adapter folder holds beside peft's files (hf_hybrid.langid's profile: for routing by detection)
 RECORD_FILES = ("dapt.json", SIGNATURE_FILE, "mlm_head.safetensors", "langid.safetensors")
 SAME_BASE_COSINE = 0.5  # fine-tuning moves embedding rows a little; another model's rows are unrelated
-
-
-class AdapterError(ValueError):
-    pass
 
 
 def _local(source: str, lang: str | None = None) -> Path:
@@ -192,13 +189,13 @@ def compose(encoder, composition: str, source: str | None, languages: list[str] 
             weights: list[float] | None = None, detect: bool = False) -> None:
     """The one entry point of training and evaluation configs."""
     if composition not in COMPOSITIONS:
-        raise ValueError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {composition!r}")
+        raise ConfigError(f"composition must be one of {', '.join(COMPOSITIONS)}, got {composition!r}")
     if detect and composition != "route":
-        raise ValueError("--detect_languages picks a routed adapter per text: it goes with --composition route")
+        raise ConfigError("--detect_languages picks a routed adapter per text: it goes with --composition route")
     if composition == "none":
         return
     if not source:
-        raise ValueError(f"composition {composition!r} needs --adapters (a `hf-hybrid dapt` output folder)")
+        raise ConfigError(f"composition {composition!r} needs --adapters (a `hf-hybrid dapt` output folder)")
     if composition == "merge":
         if not languages:
             languages = list(available_adapters(source))

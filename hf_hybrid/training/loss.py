@@ -6,6 +6,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from hf_hybrid.errors import ConfigError
+
 
 class _AllGatherWithGrad(torch.autograd.Function):
     """All-gather along dim 0 whose backward sums every process's gradient and returns this rank's rows.
@@ -45,7 +47,7 @@ class InBatchNegativesLoss(nn.Module):
     def __init__(self, temperature: float = 0.05, gather_across_processes: bool = True):
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
         self.temperature = temperature
         self.gather_across_processes = gather_across_processes
 

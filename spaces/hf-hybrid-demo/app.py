@@ -20,7 +20,7 @@ from hf_hybrid.space import add_run_arguments, run_from_args
 
 def main(argv=None) -> int:
     from hf_hybrid.cli import USER_ERRORS
-    from hf_hybrid.space import SpaceError
+    from hf_hybrid.errors import SpaceError
 
     parser = argparse.ArgumentParser(description="hf-hybrid demo Space")
     add_run_arguments(parser)
