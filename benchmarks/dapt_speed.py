@@ -3,7 +3,7 @@
 Both arms train the same LoRA (r, alpha 2r, dropout 0.05 on query/key/value/dense) plus the MLM head
 of a freshly loaded model, on the same chunks of one language's text, with the same batch size,
 precision, masking rate (token-level, 0.15), AdamW and learning rate:
-- toolkit: `hf_hybrid.training.dapt._train_steps` on `MaskedLMObjective` (the vocabulary projection
+- toolkit: `hf_hybrid.training.dapt.train_stage` on `MaskedLMObjective` (the vocabulary projection
   runs only at the masked positions) with `MaskingCollator`;
 - Trainer: `transformers.Trainer` on the model's own forward (logits at every position) with
   `DataCollatorForLanguageModeling`, all other settings its defaults.
@@ -41,7 +41,7 @@ def fresh_model(args, seed: int):
     from transformers import set_seed
 
     from hf_hybrid.models.adapters import lora_config
-    from hf_hybrid.training.dapt import MaskedLMObjective, load_mlm
+    from hf_hybrid.training.mlm import MaskedLMObjective, load_mlm
 
     set_seed(seed)
     mlm, _, _ = load_mlm(args.model)
@@ -54,7 +54,8 @@ def fresh_model(args, seed: int):
 
 def run_toolkit(args, cfg, accelerator, tokenizer, chunks) -> tuple[float, float]:
     """(tokens/s over the timed steps, mean training loss over all steps)."""
-    from hf_hybrid.training.dapt import MaskedLMObjective, MaskingCollator, _train_steps
+    from hf_hybrid.training.dapt import train_stage
+    from hf_hybrid.training.mlm import MaskedLMObjective, MaskingCollator
 
     objective = MaskedLMObjective(fresh_model(args, cfg.seed)).to(accelerator.device)
     params = [p for p in objective.parameters() if p.requires_grad]
@@ -65,9 +66,9 @@ def run_toolkit(args, cfg, accelerator, tokenizer, chunks) -> tuple[float, float
         losses.append((record["step"], record["loss"]))
 
     if args.warmup_steps:
-        _train_steps(accelerator, objective, params, chunks, collator, cfg, args.warmup_steps,
+        train_stage(accelerator, objective, params, chunks, collator, cfg, args.warmup_steps,
                      cfg.learning_rate, "toolkit warmup", log)
-    speed = _train_steps(accelerator, objective, params, chunks, collator, cfg, args.steps,
+    speed = train_stage(accelerator, objective, params, chunks, collator, cfg, args.steps,
                          cfg.learning_rate, "toolkit", log)
     accelerator.free_memory()
     return speed, sum(s * l for s, l in losses) / sum(s for s, _ in losses)
@@ -134,7 +135,8 @@ def main() -> None:
 
     from hf_hybrid.data.text import load_corpus
     from hf_hybrid.models.offline import resolve_model_path
-    from hf_hybrid.training.dapt import DaptConfig, chunk_documents
+    from hf_hybrid.training.dapt import DaptConfig
+    from hf_hybrid.training.mlm import chunk_documents
 
     cfg = DaptConfig(model=args.model, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
                      lora_r=args.lora_r, lora_alpha=2 * args.lora_r, mixed_precision=args.mixed_precision,

