@@ -71,7 +71,7 @@ def run_toolkit(args, cfg, accelerator, tokenizer, chunks) -> tuple[float, float
     speed = train_stage(accelerator, objective, params, chunks, collator, cfg, args.steps,
                          cfg.learning_rate, "toolkit", log)
     accelerator.free_memory()
-    return speed, sum(s * l for s, l in losses) / sum(s for s, _ in losses)
+    return speed, sum(s * loss for s, loss in losses) / sum(s for s, _ in losses)
 
 
 class StepTimer(TrainerCallback):
@@ -158,11 +158,12 @@ def main() -> None:
     print(f"\nmachine: {os.cpu_count()} CPUs, torch device {device}; {len(chunks)} training sequences of "
           f"{args.max_seq_length} tokens ({args.language})")
     print("command: python " + " ".join(shlex.quote(a) for a in sys.argv) + "\n")
-    print("| repeat | toolkit tokens/s | Trainer tokens/s | ratio toolkit / Trainer | toolkit train loss | Trainer train loss |")
+    print("| repeat | toolkit tokens/s | Trainer tokens/s | ratio toolkit / Trainer | toolkit train loss "
+          "| Trainer train loss |")
     print("|---|---|---|---|---|---|")
     for i, (ours, theirs, ratio, our_loss, their_loss) in enumerate(rows, 1):
         print(f"| {i} | {ours:.0f} | {theirs:.0f} | {ratio:.2f} | {our_loss:.3f} | {their_loss:.3f} |")
-    median = [statistics.median(column) for column in zip(*rows)]
+    median = [statistics.median(column) for column in zip(*rows, strict=True)]
     print(f"| median | {median[0]:.0f} | {median[1]:.0f} | {median[2]:.2f} | {median[3]:.3f} | {median[4]:.3f} |")
     print(f"\n({args.warmup_steps} untimed + {args.steps} timed steps of {args.batch_size} sequences per run; "
           "train loss: mean masked-token cross-entropy over all steps of the run)")

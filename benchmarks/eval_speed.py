@@ -79,7 +79,8 @@ def main() -> None:
     print(json.dumps(report, indent=2))
     print(f"\n| route | median seconds |\n|---|---|\n| toolkit evaluator | {med['toolkit']:.1f} |\n"
           f"| MTEB default path ({len(subsets)} subsets) | {med['mteb']:.1f} |\n\n"
-          f"ratio: toolkit is {report['ratio_mteb_over_toolkit']:.1f}x faster; same scores (max diff {report['max_abs_diff']:.1e})")
+          f"ratio: toolkit is {report['ratio_mteb_over_toolkit']:.1f}x faster; "
+          f"same scores (max diff {report['max_abs_diff']:.1e})")
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ def main() -> None:
     started = time.perf_counter()
     detected = lid.detect(list(rows["passage"]))
     seconds = time.perf_counter() - started
-    counts = Counter(zip(rows["lang"], detected))
+    counts = Counter(zip(rows["lang"], detected, strict=True))
     targets = [*lid.languages, None]
     print(f"| sentences in | {' | '.join(f'to {t}' if t else 'to no adapter' for t in targets)} |")
     print("|---" * (len(targets) + 1) + "|")
     for lang in sorted(set(rows["lang"])):
-        n = sum(v for (l, _), v in counts.items() if l == lang)
+        n = sum(v for (truth, _), v in counts.items() if truth == lang)
         print(f"| {lang} | " + " | ".join(f"{counts[(lang, t)] / n:.1%}" for t in targets) + " |")
-    others = [(l, d) for l, d in zip(rows["lang"], detected) if l not in lid.languages]
+    others = [(truth, d) for truth, d in zip(rows["lang"], detected, strict=True) if truth not in lid.languages]
     wrong = sum(d is not None for _, d in others)
     print(f"\n{len(rows)} sentences in {seconds:.1f} s; sentences of other languages sent to an adapter: "
           f"{wrong} of {len(others)} ({wrong / len(others):.2%})")

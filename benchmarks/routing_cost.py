@@ -54,7 +54,8 @@ def main() -> None:
     found = available_adapters(args.adapters)
     languages = list(found)
     rows = load_parallel_qa(args.data, languages)
-    texts = {l: [t for t, rl in zip(rows["passage"], rows["lang"]) if rl == l][: args.texts] for l in languages}
+    texts = {lang: [t for t, rl in zip(rows["passage"], rows["lang"], strict=True) if rl == lang][: args.texts]
+             for lang in languages}
 
     routed = Encoder.from_pretrained(args.model)
     compose(routed, "route", args.adapters, languages)
@@ -65,14 +66,16 @@ def main() -> None:
     merged_all = Encoder.from_pretrained(args.model)
     compose(merged_all, "merge", args.adapters, languages)
     # mixed batches: languages interleaved, as in a cross-lingual hybrid batch
-    mixed = [(texts[l][i], l) for i in range(args.texts) for l in languages if i < len(texts[l])]
-    mixed_texts, mixed_langs = [t for t, _ in mixed], [l for _, l in mixed]
+    mixed = [(texts[lang][i], lang) for i in range(args.texts) for lang in languages if i < len(texts[lang])]
+    mixed_texts, mixed_langs = [t for t, _ in mixed], [lang for _, lang in mixed]
 
     per_language = {"route": [], "merge": []}
     mixed_times = {"route": [], "merge": []}
     for repeat in range(args.repeats + 1):  # the first round warms up and is not counted
-        route_s = sum(timed(lambda l=l: routed.encode(texts[l], "passage", args.batch_size, lang=l)) for l in languages)
-        merge_s = sum(timed(lambda l=l: merged_one[l].encode(texts[l], "passage", args.batch_size)) for l in languages)
+        route_s = sum(timed(lambda lang=lang: routed.encode(texts[lang], "passage", args.batch_size, lang=lang))
+                      for lang in languages)
+        merge_s = sum(timed(lambda lang=lang: merged_one[lang].encode(texts[lang], "passage", args.batch_size))
+                      for lang in languages)
         route_mixed = timed(lambda: encode_mixed(routed, mixed_texts, mixed_langs, args.batch_size))
         merge_mixed = timed(lambda: encode_mixed(merged_all, mixed_texts, mixed_langs, args.batch_size))
         if repeat:

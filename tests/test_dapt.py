@@ -267,7 +267,7 @@ def test_dapt_with_two_processes(tiny_model_dir, news_folder, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     info = json.loads((out / "adapters" / "sw" / "dapt.json").read_text())
     assert info["batch_size"] == 8  # 4 sequences on each of 2 processes
-    assert [json.loads(l)["stage"] for l in (out / "dapt_log.jsonl").read_text().splitlines()] == [
+    assert [json.loads(line)["stage"] for line in (out / "dapt_log.jsonl").read_text().splitlines()] == [
         "sw head", "sw adapter"]
 
 

@@ -37,21 +37,22 @@ def test_config_yaml_and_overrides(tmp_path):
 def test_train_resume_and_saved_model(tiny_model_dir, tmp_path):
     def config(**kw):
         return HybridTrainingConfig(model=str(tiny_model_dir), data="demo", languages=["en", "de", "sw"],
-                                    batch_size=8, learning_rate=1e-3, logging_steps=2, output_dir=str(tmp_path / "run"),
+                                    batch_size=8, learning_rate=1e-3, logging_steps=2,
+                                    output_dir=str(tmp_path / "run"),
                                     **kw)
 
     before = Encoder.from_pretrained(str(tiny_model_dir)).encode(["Where is the river?"], "query")
     train(config(max_steps=4, save_steps=2))
     out = tmp_path / "run"
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-4"]
-    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4] and all(r["pairs_per_s"] > 0 for r in log)
     after = Encoder.from_pretrained(str(out)).encode(["Where is the river?"], "query")
     assert not torch.allclose(before, after), "training changed nothing"
     assert "alpha: 0.5" in (out / "training_config.yaml").read_text()
 
     train(config(max_steps=6, save_steps=2, resume=True))
-    log = [json.loads(l) for l in (out / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [2, 4, 6]  # resumed at 4, not from 0
     assert json.loads((out / "train_summary.json").read_text())["steps"] == 6
 
@@ -75,17 +76,17 @@ def test_two_processes_train_different_rows_with_the_same_batch_types(tiny_model
            "--output_dir", str(out)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [[json.loads(l) for l in (out / f"batches-rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
+    ranks = [[json.loads(line) for line in (out / f"batches-rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)]
     assert [b["step"] for b in ranks[0]] == [b["step"] for b in ranks[1]] == list(range(1, 7))
     kinds = set()
-    for b0, b1 in zip(*ranks):
+    for b0, b1 in zip(*ranks, strict=True):
         assert not set(b0["group_id"]) & set(b1["group_id"]), "both ranks trained on the same rows"
-        mono = [all(q == p for q, p in zip(b["query_lang"], b["passage_lang"])) for b in (b0, b1)]
+        mono = [all(q == p for q, p in zip(b["query_lang"], b["passage_lang"], strict=True)) for b in (b0, b1)]
         assert mono[0] == mono[1], "ranks drew different batch types"
         if mono[0]:
             assert set(b0["query_lang"]) == set(b1["query_lang"]) and len(set(b0["query_lang"])) == 1
         else:
-            assert all(q != p for b in (b0, b1) for q, p in zip(b["query_lang"], b["passage_lang"]))
+            assert all(q != p for b in (b0, b1) for q, p in zip(b["query_lang"], b["passage_lang"], strict=True))
         kinds.add(mono[0])
     assert (out / "modules.json").is_file()
 
@@ -140,8 +141,8 @@ def test_hard_negatives_join_the_passages(tiny_model_dir, tmp_path):
     batch = PairCollator(encoder.tokenizer.pad_token_id)([pairs[(0, 1)], pairs[(2, 3)]])
     assert batch["query"]["input_ids"].shape[0] == 2 and batch["passage"]["input_ids"].shape[0] == 4
     # padding the pre-tokenized rows gives what the encoder's own tokenization gives
-    expected = encoder.tokenize([ds[1]["passage"], ds[3]["passage"], *ds[1]["hard_negatives"], *ds[3]["hard_negatives"]],
-                                "passage", max_length=32)
+    passages = [ds[1]["passage"], ds[3]["passage"], *ds[1]["hard_negatives"], *ds[3]["hard_negatives"]]
+    expected = encoder.tokenize(passages, "passage", max_length=32)
     assert torch.equal(batch["passage"]["input_ids"], expected["input_ids"])
     assert torch.equal(batch["passage"]["attention_mask"], expected["attention_mask"])
 
