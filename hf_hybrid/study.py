@@ -16,17 +16,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shlex
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_hybrid.config import parse_config
 from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.evaluation.retrieval import SETTINGS
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
 from hf_hybrid.languages import normalize_lang
+from hf_hybrid.models.adapters import available_adapters
 from hf_hybrid.sampling import SAMPLERS
+from hf_hybrid.tables import markdown_table, mean_over_folds
+from hf_hybrid.training.dapt import DaptConfig, dapt_table, train_dapt
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
 
@@ -71,7 +76,8 @@ def summarize(results: dict) -> dict:
     return out
 
 
-LOW_RESOURCE = {normalize_lang(l) for l in FLORES_LOW_RESOURCE}
+LOW_RESOURCE = {normalize_lang(lang) for lang in FLORES_LOW_RESOURCE}
+FLORES_KEYS = ("x-en", "en-x", "multilingual")  # X->pivot, pivot->X, the multilingual pool
 
 
 def summarize_flores(results: dict, pivot: str = "en") -> dict:
@@ -86,19 +92,11 @@ def summarize_flores(results: dict, pivot: str = "en") -> dict:
             "en-x": results["cross-lingual"]["per_setting"][f"{pivot}-{lang}"]["map"],
             "multilingual": results["multilingual"]["per_setting"][lang]["map"]}
     out = {"per_language": per_language}
-    for group, members in (("low", [l for l in per_language if l in LOW_RESOURCE]),
-                           ("high", [l for l in per_language if l not in LOW_RESOURCE])):
-        for key in ("x-en", "en-x", "multilingual"):
+    for group, members in (("low", [lang for lang in per_language if lang in LOW_RESOURCE]),
+                           ("high", [lang for lang in per_language if lang not in LOW_RESOURCE])):
+        for key in FLORES_KEYS:
             if members:
-                out[f"{group}_{key}"] = sum(per_language[l][key] for l in members) / len(members)
-    return out
-
-
-def _mean_rows(rows: list[dict]) -> dict:
-    """Mean over folds of nested dicts of numbers."""
-    out = {}
-    for key, value in rows[0].items():
-        out[key] = _mean_rows([r[key] for r in rows]) if isinstance(value, dict) else sum(r[key] for r in rows) / len(rows)
+                out[f"{group}_{key}"] = sum(per_language[lang][key] for lang in members) / len(members)
     return out
 
 
@@ -136,12 +134,12 @@ def run_study(cfg: StudyConfig) -> dict:
                     flores_per_fold[arm].append(summarize_flores(flores))
             if sampler and not cfg.keep_models:
                 shutil.rmtree(arm_dir / "model", ignore_errors=True)
-    table = {arm: _mean_rows(rows) for arm, rows in per_fold.items()}
+    table = {arm: mean_over_folds(rows) for arm, rows in per_fold.items()}
     study = {"config": dataclasses.asdict(cfg), "command": _command(), "n_languages": len(results["languages"]),
              "per_fold": per_fold, "mean_over_folds": table}
     if cfg.flores:
         study["flores_per_fold"] = flores_per_fold
-        study["flores_mean_over_folds"] = {arm: _mean_rows(rows) for arm, rows in flores_per_fold.items()}
+        study["flores_mean_over_folds"] = {arm: mean_over_folds(rows) for arm, rows in flores_per_fold.items()}
     dapt_results = Path(cfg.adapters or "") / "dapt_results.json"
     if cfg.adapters and dapt_results.is_file():
         study["dapt"] = json.loads(dapt_results.read_text())
@@ -152,10 +150,6 @@ def run_study(cfg: StudyConfig) -> dict:
 
 
 def _run_dapt(cfg: StudyConfig) -> None:
-    from hf_hybrid.config import parse_config
-    from hf_hybrid.models.adapters import available_adapters
-    from hf_hybrid.training.dapt import DaptConfig, train_dapt
-
     dapt = parse_config(DaptConfig, ["--config", cfg.dapt_config])
     cfg.adapters = cfg.adapters or dapt.output_dir
     if Path(cfg.adapters).is_dir() and available_adapters(cfg.adapters):
@@ -165,8 +159,6 @@ def _run_dapt(cfg: StudyConfig) -> None:
 
 
 def _command() -> str:
-    import shlex
-
     return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
 
 
@@ -175,33 +167,30 @@ def study_markdown(study: dict) -> str:
     if "flores_mean_over_folds" in study:
         parts.append(flores_table(study["flores_mean_over_folds"]))
     if "dapt" in study:
-        from hf_hybrid.training.dapt import dapt_table
-
         parts.append("DAPT adapters (held-out MLM loss on the adapter's language):\n\n" + dapt_table(study["dapt"]))
     parts.append(f"Rerun with:\n\n```bash\n{study['command']}\n```")
     return "\n\n".join(parts)
 
 
 def flores_table(table: dict) -> str:
-    keys = ("x-en", "en-x", "multilingual")
-    lines = ["FLORES mAP, low-resource and high-resource averages (languages other than English):", "",
-             "| arm | low X->en | low en->X | low multilingual | high X->en | high en->X | high multilingual |",
-             "|---|---|---|---|---|---|---|"]
-    for arm, m in table.items():
-        cells = [f"{m[f'{g}_{k}']:.3f}" if f"{g}_{k}" in m else "" for g in ("low", "high") for k in keys]
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    """FLORES mAP per arm: the low- and high-resource averages, then X->en per language."""
+    labels = {"x-en": "X->en", "en-x": "en->X", "multilingual": "multilingual"}
+    groups = [(group, key) for group in ("low", "high") for key in FLORES_KEYS]
+    averages = markdown_table(
+        ["arm"] + [f"{group} {labels[key]}" for group, key in groups],
+        [[arm] + [f"{m[f'{group}_{key}']:.3f}" if f"{group}_{key}" in m else "" for group, key in groups]
+         for arm, m in table.items()])
     langs = list(next(iter(table.values()))["per_language"])
-    lines += ["", "FLORES X->en mAP per language:", "", "| arm | " + " | ".join(langs) + " |",
-              "|---" * (len(langs) + 1) + "|"]
-    for arm, m in table.items():
-        lines.append(f"| {arm} | " + " | ".join(f"{m['per_language'][l]['x-en']:.3f}" for l in langs) + " |")
-    return "\n".join(lines)
+    per_language = markdown_table(["arm", *langs], [
+        [arm] + [f"{m['per_language'][lang]['x-en']:.3f}" for lang in langs] for arm, m in table.items()])
+    return "\n\n".join(["FLORES mAP, low-resource and high-resource averages (languages other than English):",
+                        averages, "FLORES X->en mAP per language:", per_language])
 
 
 def study_table(table: dict, n_languages: int) -> str:
-    lines = [f"| arm | monolingual mAP | cross-lingual mAP | multilingual mAP | same-language share of top-{n_languages} |",
-             "|---|---|---|---|---|"]
-    for arm, m in table.items():
-        lines.append(f"| {arm} | {m.get('monolingual', float('nan')):.3f} | {m.get('cross-lingual', float('nan')):.3f} | "
-                     f"{m.get('multilingual', float('nan')):.3f} | {m.get('same_language_share', float('nan')):.2f} |")
-    return "\n".join(lines)
+    """Mean mAP per setting and the same-language share per arm (a missing value is nan)."""
+    nan = float("nan")
+    return markdown_table(
+        ["arm"] + [f"{setting} mAP" for setting in SETTINGS] + [f"same-language share of top-{n_languages}"],
+        [[arm] + [f"{m.get(setting, nan):.3f}" for setting in SETTINGS] + [f"{m.get('same_language_share', nan):.2f}"]
+         for arm, m in table.items()])

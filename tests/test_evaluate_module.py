@@ -5,9 +5,9 @@ import torch
 
 evaluate = pytest.importorskip("evaluate")
 
-from test_evaluation import LookupEncoder, bench, topic_vectors
+from test_evaluation import LookupEncoder, bench, topic_vectors  # noqa: E402 (needs `evaluate`)
 
-from hf_hybrid.evaluation.retrieval import evaluate_parallel
+from hf_hybrid.evaluation.retrieval import evaluate_parallel  # noqa: E402
 
 MODULE = str(Path(__file__).resolve().parents[1] / "metrics" / "parallel_retrieval")
 
@@ -29,15 +29,15 @@ def test_same_numbers_as_the_toolkit(metric):
     langs, n = ["de", "en", "sw"], 10
     vectors = topic_vectors(langs, n, seed=3)
     ours = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), settings=["multilingual"], progress=False)
-    pool = [f"p{g}{l}" for l in langs for g in range(n)]
+    pool = [f"p{g}{lang}" for lang in langs for g in range(n)]
     pool_vectors = torch.stack([vectors[c] for c in pool])
     predictions, references, query_langs, groups = [], [], [], []
-    for l in langs:
+    for lang in langs:
         for g in range(n):
-            order = (pool_vectors @ vectors[f"q{g}{l}"]).argsort(descending=True)
+            order = (pool_vectors @ vectors[f"q{g}{lang}"]).argsort(descending=True)
             predictions.append([pool[i] for i in order])
             references.append([f"p{g}{c}" for c in langs])
-            query_langs.append(l)
+            query_langs.append(lang)
             groups.append(str(g))
     out = metric.compute(predictions=predictions, references=references, query_languages=query_langs,
                          candidate_languages={c: c[-2:] for c in pool}, query_groups=groups)

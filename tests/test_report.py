@@ -25,21 +25,21 @@ class LookupEncoder:
 def results_for(langs, seed, noise, settings=("monolingual", "cross-lingual", "multilingual"), n=12):
     """Parallel topics with per-language offsets (a language bias) and noise; as `run_evaluation` writes them."""
     gen = torch.Generator().manual_seed(seed)
-    offset = {l: 0.8 * torch.randn(8, generator=gen) for l in langs}
+    offset = {lang: 0.8 * torch.randn(8, generator=gen) for lang in langs}
     vectors = {}
     for g in range(n):
         topic = torch.randn(8, generator=gen)
-        for l in langs:
-            vectors[f"q{g}{l}"] = topic + offset[l] + noise * torch.randn(8, generator=gen)
-            vectors[f"p{g}{l}"] = topic + offset[l] + noise * torch.randn(8, generator=gen)
+        for lang in langs:
+            vectors[f"q{g}{lang}"] = topic + offset[lang] + noise * torch.randn(8, generator=gen)
+            vectors[f"p{g}{lang}"] = topic + offset[lang] + noise * torch.randn(8, generator=gen)
     bench = ParallelBenchmark(languages=langs,
-                              queries={l: [(f"g{g}", f"q{g}{l}") for g in range(n)] for l in langs},
-                              candidates={l: [f"p{g}{l}" for g in range(n)] for l in langs},
-                              relevant={l: {f"g{g}": g for g in range(n)} for l in langs})
+                              queries={lang: [(f"g{g}", f"q{g}{lang}") for g in range(n)] for lang in langs},
+                              candidates={lang: [f"p{g}{lang}" for g in range(n)] for lang in langs},
+                              relevant={lang: {f"g{g}": g for g in range(n)} for lang in langs})
     results = evaluate_parallel(LookupEncoder(vectors), bench, settings, progress=False)
     results["seconds"] = 0.5
     results["config"] = {"model": f"model-{seed}", "data": "synthetic", "split": "all"}
-    results["sizes"] = {l: {"queries": n, "candidates": n} for l in langs}
+    results["sizes"] = {lang: {"queries": n, "candidates": n} for lang in langs}
     return results
 
 
@@ -55,11 +55,13 @@ def runs(tmp_path_factory):
     langs = ["de", "en", "sw"]
     out = {"a": write(root / "a", results_for(langs, seed=1, noise=0.6)),
            "b": write(root / "b", results_for(langs, seed=2, noise=1.2)),
-           "c": write(root / "c", results_for(["de", "en"], seed=3, noise=0.9, settings=("monolingual", "multilingual"))),
+           "c": write(root / "c", results_for(["de", "en"], seed=3, noise=0.9,
+                                              settings=("monolingual", "multilingual"))),
            "study": {}}
     (root / "study").mkdir()
     (root / "study" / "study.json").write_text(json.dumps({"config": {
-        "model": "base-model", "data": "synthetic", "arms": ["base", "hybrid"], "folds": [0, 1], "eval_split": "test"}}))
+        "model": "base-model", "data": "synthetic", "arms": ["base", "hybrid"], "folds": [0, 1],
+        "eval_split": "test"}}))
     for fold in (0, 1):
         for i, arm in enumerate(["base", "hybrid"]):
             out["study"][arm, fold] = write(root / "study" / f"fold{fold}" / arm,
@@ -130,7 +132,8 @@ def test_report_of_runs_and_a_study(runs, tmp_path, capsys):
     cross, mono_a = res["a"]["cross-lingual"]["per_setting"], res["a"]["monolingual"]["per_setting"]
     assert matrix["en"] == cells([cross["en-de"]["map"], mono_a["en"]["map"], cross["en-sw"]["map"]])
     _, matrix = table_after(page, "#### hybrid")
-    assert matrix["sw"][0] == f"{mean(study['hybrid', f]['cross-lingual']['per_setting']['sw-de']['map'] for f in (0, 1)):.3f}"
+    sw_de = mean(study["hybrid", f]["cross-lingual"]["per_setting"]["sw-de"]["map"] for f in (0, 1))
+    assert matrix["sw"][0] == f"{sw_de:.3f}"
     _, ranks = table_after(page, "### Mean rank of the relevant candidate, by candidate language")
     assert ranks["sw"][1] == f"{res['b']['multilingual']['bias']['mean_rank_by_candidate_language']['sw']:.1f}"
 
@@ -141,7 +144,8 @@ def test_report_of_runs_and_a_study(runs, tmp_path, capsys):
 
     images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", page)
     assert sorted(images) == sorted(["settings_map.png", "bias_profile.png", "cross_lingual_1_a.png",
-                                     "cross_lingual_2_b.png", "cross_lingual_3_base.png", "cross_lingual_4_hybrid.png"])
+                                     "cross_lingual_2_b.png", "cross_lingual_3_base.png",
+                                     "cross_lingual_4_hybrid.png"])
     from matplotlib.image import imread
 
     for image in images:

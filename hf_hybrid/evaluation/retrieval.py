@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from hf_hybrid import tables
 from hf_hybrid.errors import ConfigError, HfHybridError
 from hf_hybrid.evaluation.bias import (
     rank_correlations,
@@ -239,29 +240,25 @@ def _mean(values) -> float:
 
 
 def markdown_table(results: dict, metric: str = "map") -> str:
-    """One row per setting, one column per language (query language), plus the average."""
+    """The results of `evaluate_parallel` as one table: a row per setting and per bias measure, a column per
+    (query) language, plus the average."""
     langs = results["languages"]
-    lines = [f"| setting ({metric}) | " + " | ".join(langs) + " | avg |", "|---" * (len(langs) + 2) + "|"]
+    rows = []
     for setting in SETTINGS:
         if setting not in results:
             continue
         per = results[setting]["per_setting"]
         if setting == "cross-lingual":
-            cells = []
-            for x in langs:
-                vals = [m[metric] for pair, m in per.items() if pair.split("-")[0] == x]
-                cells.append(f"{sum(vals) / len(vals):.3f}")
+            values = [_mean(m[metric] for pair, m in per.items() if pair.split("-")[0] == x) for x in langs]
         else:
-            cells = [f"{per[l][metric]:.3f}" for l in langs]
-        lines.append(f"| {setting} | " + " | ".join(cells) + f" | {results[setting]['average'][metric]:.3f} |")
-    if "multilingual" in results:
-        bias = results["multilingual"]["bias"]
-        rows = [(f"same-language share of top-{bias.get('top_k')}", "same_language_share", ".2f"),
+            values = [per[lang][metric] for lang in langs]
+        rows.append([setting, *(f"{v:.3f}" for v in values), f"{results[setting]['average'][metric]:.3f}"])
+    bias = results["multilingual"]["bias"] if "multilingual" in results else {}
+    measures = ((f"same-language share of top-{bias.get('top_k')}", "same_language_share", ".2f"),
                 ("mean rank of the relevant candidate in this language", "mean_rank_by_candidate_language", ".1f"),
-                ("rank distance", "rank_distance", ".1f"), ("rank correlation", "rank_correlation", ".3f")]
-        for label, key, fmt in rows:
-            if key in bias:
-                values = bias[key]
-                lines.append(f"| {label} | " + " | ".join(f"{values[l]:{fmt}}" for l in langs)
-                             + f" | {_mean(values.values()):{fmt}} |")
-    return "\n".join(lines)
+                ("rank distance", "rank_distance", ".1f"), ("rank correlation", "rank_correlation", ".3f"))
+    for label, key, fmt in measures:
+        if key in bias:
+            values = bias[key]
+            rows.append([label, *(f"{values[lang]:{fmt}}" for lang in langs), f"{_mean(values.values()):{fmt}}"])
+    return tables.markdown_table([f"setting ({metric})", *langs, "avg"], rows)

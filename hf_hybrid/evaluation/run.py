@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hf_hybrid import tables
 from hf_hybrid.data.parallel_qa import (
     dataset_candidates,
     folder_kind,
@@ -176,9 +177,7 @@ def run_tasks(cfg: EvalConfig) -> dict:
 
 def tasks_table(report: dict) -> str:
     """One row per task: its main score averaged over subsets, and the project tasks' per-setting means."""
-    lines = ["| task | main score | subsets | mean | " + " | ".join(SETTINGS) + " |", "|---" * (4 + len(SETTINGS)) + "|"]
-    for name, t in report["tasks"].items():
-        settings = t.get("settings", {})
-        cells = [f"{settings[s]:.4f}" if s in settings else "" for s in SETTINGS]
-        lines.append(f"| {name} | {t['main_score']} | {len(t['subsets'])} | {t['mean']:.4f} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [[name, t["main_score"], len(t["subsets"]), f"{t['mean']:.4f}",
+             *(f"{t['settings'][s]:.4f}" if s in t.get("settings", {}) else "" for s in SETTINGS)]
+            for name, t in report["tasks"].items()]
+    return tables.markdown_table(["task", "main score", "subsets", "mean", *SETTINGS], rows)

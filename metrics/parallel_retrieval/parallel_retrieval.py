@@ -54,12 +54,14 @@ _CITATION = """\
   booktitle = {Proceedings of EMNLP 2020}, year = {2020}, pages = {5919--5930},
 }
 @article{elmahdy2024synergistic,
-  title = {A Synergistic Approach for Simultaneous Optimization of Monolingual, Cross-lingual, and Multilingual Information Retrieval},
+  title = {A Synergistic Approach for Simultaneous Optimization of Monolingual, Cross-lingual, and Multilingual
+           Information Retrieval},
   author = {Elmahdy, Adel and others}, journal = {arXiv:2408.10536}, year = {2024},
 }
 @inproceedings{yang2024languagebias,
   title = {Language Bias in Multilingual Information Retrieval: The Nature of the Beast and Mitigation Methods},
-  author = {Yang, Jinrui and Jiang, Fan and Baldwin, Timothy}, booktitle = {Proceedings of the Fourth Workshop on Multilingual Representation Learning (MRL)},
+  author = {Yang, Jinrui and Jiang, Fan and Baldwin, Timothy},
+  booktitle = {Proceedings of the Fourth Workshop on Multilingual Representation Learning (MRL)},
   year = {2024},
 }
 """
@@ -107,7 +109,7 @@ def _language_bias(predictions, references, ranks, query_languages, candidate_la
         raise ValueError(f"candidate_languages lacks relevant candidate(s) {', '.join(unknown[:5])}")
     pool = list(candidate_languages.values())
     share, blind, distance, answer_ranks = [], [], [], {}
-    for q, (ranking, relevant, lang) in enumerate(zip(predictions, references, query_languages)):
+    for q, (ranking, relevant, lang) in enumerate(zip(predictions, references, query_languages, strict=True)):
         top = ranking[: len(relevant)]
         share.append(sum(candidate_languages.get(c) == lang for c in top) / len(relevant))
         blind.append(pool.count(lang) / len(pool))
@@ -123,7 +125,7 @@ def _language_bias(predictions, references, ranks, query_languages, candidate_la
         "language_blind_share": mean_blind,
         "same_language_preference": mean_share / mean_blind if mean_blind else float("nan"),
         "rank_distance": sum(distance) / len(distance) if distance else float("nan"),
-        "mean_rank_by_candidate_language": {l: sum(v) / len(v) for l, v in sorted(answer_ranks.items())},
+        "mean_rank_by_candidate_language": {lang: sum(v) / len(v) for lang, v in sorted(answer_ranks.items())},
     }
 
 

@@ -1,0 +1,117 @@
+"""The PNG figures of `hf-hybrid report`, drawn from plain dicts of numbers by run name.
+
+Each run keeps one colour in every figure: its place in the report's list of runs. Figures are
+matplotlib `Figure`s, without pyplot's global state.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, path: Path) -> None:
+    fig.savefig(path, dpi=110, format="png")
+
+
+def run_colors(names: list[str]) -> dict[str, str]:
+    """One colour per run, the same in every plot."""
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def _grouped_bars(ax, groups: list[str], series: dict[str, dict[str, float]], colors: dict[str, str],
+                  fmt: str | None = None) -> list:
+    """Bars for series[run][group], runs side by side within each group; missing values get no bar.
+    Returns (x, width, run, group) per drawn bar, for reference marks."""
+    n = max(1, len(series))
+    width = 0.8 / n
+    drawn = []
+    for i, (name, values) in enumerate(series.items()):
+        xs = [g for g, group in enumerate(groups) if group in values]
+        heights = [values[groups[g]] for g in xs]
+        pos = [x - 0.4 + width * (i + 0.5) for x in xs]
+        bars = ax.bar(pos, heights, width, label=name, color=colors[name])
+        if fmt:
+            ax.bar_label(bars, labels=[f"{h:{fmt}}" for h in heights], fontsize=7, padding=1)
+        drawn += [(p, width, name, groups[g]) for p, g in zip(pos, xs, strict=True)]
+    ax.set_xticks(range(len(groups)), groups)
+    return drawn
+
+
+def plot_settings(settings: list[str], series: dict[str, dict[str, float]], label: str, fmt: str, path: Path) -> None:
+    """Average `label` per setting: series[run][setting], one entry per run of the report; bars labelled with `fmt`."""
+    fig = _figure(max(4.5, 1.2 + len(settings) * (0.5 + 0.45 * len(series))), 3.6)
+    ax = fig.add_subplot()
+    _grouped_bars(ax, settings, series, run_colors(list(series)), fmt)
+    ax.set_ylabel(f"average {label}")
+    ax.set_title(f"Average {label} per setting")
+    ax.margins(y=0.15)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+
+
+def plot_heatmap(name: str, langs: list[str], matrix: dict, label: str, vmin: float, vmax: float, path: Path) -> None:
+    """matrix[x][y] (query language x, candidate language y) on the colour scale vmin..vmax."""
+    grid = np.ma.masked_invalid([[matrix[x].get(y, math.nan) for y in langs] for x in langs])
+    if vmax <= vmin:
+        vmin, vmax = vmin - 0.5, vmax + 0.5
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="#dddddd")
+    n = len(langs)
+    fig = _figure(1.8 + 0.55 * n, 1.2 + 0.5 * n)
+    ax = fig.add_subplot()
+    image = ax.imshow(grid, cmap=cmap, vmin=vmin, vmax=vmax)
+    ax.set_xticks(range(n), langs)
+    ax.set_yticks(range(n), langs)
+    ax.set_xlabel("candidate language")
+    ax.set_ylabel("query language")
+    ax.set_title(f"{name}: {label}", fontsize=10)
+    for i, x in enumerate(langs):
+        for j, y in enumerate(langs):
+            if y in matrix[x]:
+                value = matrix[x][y]
+                dark = (value - vmin) / (vmax - vmin) < 0.6
+                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=7 if n > 6 else 9,
+                        color="white" if dark else "black")
+    fig.colorbar(image, ax=ax, shrink=0.8, label=label)
+    _save(fig, path)
+
+
+def plot_bias(names: list[str], langs: list[str], ranks: dict, shares: dict, blind: dict, path: Path) -> None:
+    """Mean rank by candidate language and same-language share by query language, each by run name
+    (runs without the measure left out; at least one of the two given); `blind[run]`: the
+    language-blind share by language, drawn as a dashed mark on that run's share bars."""
+    colors = run_colors(names)
+    panels = [p for p in (ranks, shares) if p]
+    n_runs = len(set(ranks) | set(shares))
+    fig = _figure(max(5.0, 1.5 + len(langs) * (0.35 + 0.3 * n_runs)), 3.2 * len(panels) + 0.4)
+    axes = list(fig.subplots(len(panels), 1, squeeze=False)[:, 0])
+    if ranks:
+        ax = axes.pop(0)
+        _grouped_bars(ax, [lang for lang in langs if any(lang in v for v in ranks.values())], ranks, colors)
+        ax.set_ylabel("mean rank (lower is better)")
+        ax.set_xlabel("candidate language")
+        ax.set_title("Mean rank of the relevant candidate in each language (multilingual pool)", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if shares:
+        ax = axes.pop(0)
+        drawn = _grouped_bars(ax, [lang for lang in langs if any(lang in v for v in shares.values())], shares, colors)
+        marked = False
+        for x, width, name, lang in drawn:
+            if lang in blind.get(name, {}):
+                ax.hlines(blind[name][lang], x - width / 2, x + width / 2, colors="black", linestyles="--",
+                          linewidth=1.2, label=None if marked else "language-blind share")
+                marked = True
+        ax.set_ylim(0, 1.05)
+        ax.set_ylabel("share of the top-k")
+        ax.set_xlabel("query language")
+        ax.set_title("Same-language share of the top-k (dashed: language-blind share)", fontsize=10)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
