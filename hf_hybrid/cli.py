@@ -184,7 +184,8 @@ def push_command(argv: list[str]) -> int:
 
 @exit_on_user_error
 def space_command(argv: list[str]) -> int:
-    from hf_hybrid.space import add_run_arguments, push_space, run_from_args
+    from hf_hybrid.hub.push import push_space
+    from hf_hybrid.space.app import add_run_arguments, run_from_args
 
     parser = argparse.ArgumentParser(prog="hf-hybrid space", description="The Gradio demo Space: run it or push it.")
     sub = parser.add_subparsers(dest="action", required=True)

@@ -174,7 +174,8 @@ def test_round_trip_model_and_dataset_through_the_hub(hub, run_dir, eval_dir, da
                             check=False, env=env, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     result = json.loads(loaded.stdout.strip().splitlines()[-1])
-    diff = max(abs(a - b) for row_h, row_l in zip(result["hub"], result["local"]) for a, b in zip(row_h, row_l))
+    diff = max(abs(a - b) for row_h, row_l in zip(result["hub"], result["local"], strict=True)
+               for a, b in zip(row_h, row_l, strict=True))
     assert diff < 1e-6 and len(result["hub"]) == len(TEXTS)
     from datasets import load_dataset
 

