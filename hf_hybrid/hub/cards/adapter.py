@@ -7,6 +7,7 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
 
+from hf_hybrid.data.parallel_qa import is_hub_id
 from hf_hybrid.errors import AdapterError
 from hf_hybrid.hub.cards.common import base_model_of, language_label, public, read_json, render
 from hf_hybrid.tables import markdown_table
@@ -79,7 +80,6 @@ def render_adapter_card(adapters: dict[str, Path], repo_id: str, *, template_dir
     adapters: the path of each adapter in the repo ("" for one adapter at the repo's root, `adapters/<lang>` for
     several) -> its folder. All of them must have been trained on one base model.
     """
-    from hf_hybrid.data.parallel_qa import is_hub_id  # imports datasets
     from hf_hybrid.models.offline import OFFLINE_MODEL_NAME  # imports torch
 
     infos = _read_infos(adapters)

@@ -107,7 +107,7 @@ def _task_languages(source_kind: str | None, languages: list[str]) -> list[str]:
     """The languages the project's MTEB task runs on, for an export of XQuAD-R (imports mteb: only then)."""
     if source_kind != "xquad-r":
         return []
-    from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval
+    from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval  # imports mteb
 
     return [lang for lang in languages if lang in XQuADRParallelRetrieval.benchmark_languages]
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult
 
+from hf_hybrid.data.export import source_kind
 from hf_hybrid.errors import DataError
 from hf_hybrid.hub.cards.common import language_label, read_json
 from hf_hybrid.tables import markdown_table
@@ -95,8 +96,6 @@ def find_evaluations(eval_dirs, model_dir: str | Path | None = None) -> list[Eva
 def data_identity(data: str | None) -> tuple[str, str, str | None]:
     """(dataset type, pretty name, kind) of an evaluation's `data`: a Hub id is its own type; local
     data is named by its folder or file name (never by its path) and described in prose."""
-    from hf_hybrid.data.export import source_kind  # imports datasets
-
     if data is None:
         return "unknown", "data not recorded", None
     kind = source_kind(data)

@@ -9,7 +9,9 @@ import re
 from pathlib import Path
 
 from huggingface_hub import ModelCard, ModelCardData
+from safetensors import safe_open
 
+from hf_hybrid.data.parallel_qa import is_hub_id
 from hf_hybrid.hub.cards.common import (
     PLACEHOLDER_USER,
     BaseModel,
@@ -59,8 +61,6 @@ def _parameter_count(model_dir: Path) -> int | None:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         return None
-    from safetensors import safe_open  # imports numpy
-
     total = 0
     for file in files:
         with safe_open(str(file), "np") as f:
@@ -182,8 +182,6 @@ def _citation_keys(base: BaseModel | None, cfg: dict, evaluations: list[Evaluati
 
 def _card_data(cfg: dict, languages, base: BaseModel | None, license: str | None, model_name: str,
                results: list) -> ModelCardData:
-    from hf_hybrid.data.parallel_qa import is_hub_id  # imports datasets
-
     train_data = cfg.get("data")
     return ModelCardData(
         language=list(languages) if languages else None,
@@ -203,8 +201,6 @@ def _card_data(cfg: dict, languages, base: BaseModel | None, license: str | None
 def _data_hint(train_data: str | None, evaluations: list[Evaluation]) -> str:
     """The `--data` of the card's evaluation command: the training data, else the first evaluation's, as a Hub id,
     `demo` or `path/to/<name>`."""
-    from hf_hybrid.data.parallel_qa import is_hub_id  # imports datasets
-
     first_data = next(((ev.data.get("config") or {}).get("data") for ev in evaluations if ev.kind == "toolkit"), None)
     hint = train_data or first_data or "demo"
     return hint if hint == "demo" or is_hub_id(str(hint)) else f"path/to/{Path(str(hint)).name}"
