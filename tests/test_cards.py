@@ -10,6 +10,7 @@ import pytest
 import yaml
 from huggingface_hub import DatasetCard, ModelCard
 
+from hf_hybrid.errors import DataError
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation, run_tasks
 from hf_hybrid.hub.cards import (
     base_model_of,
@@ -57,7 +58,7 @@ def mteb_files(folder: Path) -> list[Path]:
 def table_rows(text: str, heading_cell: str) -> list[list[str]]:
     """The body rows of the markdown table whose header row starts with `| heading_cell |`."""
     lines = text.splitlines()
-    start = next(i for i, l in enumerate(lines) if l.startswith(f"| {heading_cell} |"))
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"| {heading_cell} |"))
     rows = []
     for line in lines[start + 2:]:
         if not line.startswith("|"):
@@ -126,7 +127,7 @@ def test_metadata_and_training_facts_come_from_the_run(run):
         checked.add(match.group(2))
     assert {"sampler", "alpha", "batch_size", "max_steps", "learning_rate", "temperature", "lora", "mixed_precision",
             "steps", "seconds", "pairs_per_s", "processes", "device", "languages"} <= checked
-    log = [json.loads(l) for l in (run["model"] / "train_log.jsonl").read_text().splitlines()]
+    log = [json.loads(line) for line in (run["model"] / "train_log.jsonl").read_text().splitlines()]
     assert f"{log[0]['loss']:.4f} at step {log[0]['step']}" in text and f"{log[-1]['loss']:.4f} at step 2" in text
 
 
@@ -230,3 +231,14 @@ def test_dataset_card_of_an_xquad_retrieval_export(tmp_path):
 
     queries = load_dataset(str(folder), "en-queries", split="validation")
     assert f"| `en-queries` | `validation` | {len(queries)} |" in text
+
+
+def test_dataset_card_is_filled_from_the_export_facts(tmp_path):
+    from hf_hybrid.data.export import export_parallel_qa
+
+    folder = export_parallel_qa("demo", tmp_path / "demo-export", ["de", "en"])
+    facts = json.loads((folder / "export.json").read_text())
+    assert facts == {"export": "parallel-qa", "source": "demo", "source_kind": "demo", "languages": ["de", "en"]}
+    (folder / "export.json").unlink()  # as an export written before export.json was
+    with pytest.raises(DataError, match="no export.json .* export it again"):
+        render_dataset_card(folder)

@@ -39,7 +39,7 @@ def cli(capsys, *args) -> tuple[int, str, str]:
 def assert_one_line_error(result, *fragments):
     code, _, err = result
     assert code == 2, err
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and "Traceback" not in err, err
     for fragment in fragments:
         assert fragment in lines[-1], lines[-1]
@@ -52,7 +52,7 @@ def test_layout_loads_with_datasets(tmp_path):
 
     source = write_xquad(tmp_path / "xquad")
     out = export_xquad_retrieval(source, tmp_path / "out")
-    configs = sorted(f"{l}-{p}" for l in LANGS for p in PARTS)
+    configs = sorted(f"{lang}-{p}" for lang in LANGS for p in PARTS)
     assert sorted(get_dataset_config_names(str(out))) == configs
     assert get_dataset_split_names(str(out), "de-qrels") == ["validation"]
     rows = load_xquad(source).to_list()
@@ -65,8 +65,8 @@ def test_layout_loads_with_datasets(tmp_path):
         mine = [r for r in rows if r["lang"] == lang]
         assert corpus["text"] == list(dict.fromkeys(r["passage"] for r in mine))
         assert len(set(corpus["id"])) == len(corpus)
-        assert list(zip(queries["id"], queries["text"])) == [(r["group_id"], r["query"]) for r in mine]
-        text_of = dict(zip(corpus["id"], corpus["text"]))
+        assert list(zip(queries["id"], queries["text"], strict=True)) == [(r["group_id"], r["query"]) for r in mine]
+        text_of = dict(zip(corpus["id"], corpus["text"], strict=True))
         assert [text_of[d] for d in qrels["corpus-id"]] == [r["passage"] for r in mine]
         assert qrels["query-id"] == queries["id"] and set(qrels["score"]) == {1}
 
@@ -115,7 +115,8 @@ def test_overwrite_replaces_an_earlier_export(tmp_path, capsys):
     assert code == 0, err
     # the earlier export's de configs are gone, other files stay
     assert sorted(get_dataset_config_names(str(out))) == ["en-corpus", "en-qrels", "en-queries"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "en-corpus", "en-qrels", "en-queries", "notes.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "en-corpus", "en-qrels", "en-queries", "export.json",
+                                                     "notes.txt"]
 
 
 MTEB_OFFLINE = """
@@ -146,7 +147,7 @@ def test_mteb_task_offline_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
     run = subprocess.run([sys.executable, "-c", MTEB_OFFLINE, str(tiny_model_dir), ",".join(LANGS)],
                          check=False, env=env, capture_output=True, text=True, timeout=900)
-    line = next((l for l in run.stdout.splitlines() if l.startswith("SCORES ")), None)
+    line = next((out for out in run.stdout.splitlines() if out.startswith("SCORES ")), None)
     assert line, run.stderr[-3000:]
     scores = {s["hf_subset"]: s for s in json.loads(line[len("SCORES "):])["validation"]}
     assert sorted(scores) == LANGS
@@ -162,7 +163,8 @@ def test_mteb_task_offline_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
         # batches pad differently, so a few near-ties can swap (seen: 2.5e-4 on nDCG@10 once in several runs).
         # With multilingual-e5-small the two routes agree to 5e-6 (README).
         for metric in ("ndcg@10", "recall@1", "recall@5", "recall@10", "recall@100"):
-            assert scores[lang][metric.replace("@", "_at_")] == pytest.approx(ours[lang][metric], abs=2e-3), (lang, metric)
+            assert scores[lang][metric.replace("@", "_at_")] == pytest.approx(ours[lang][metric], abs=2e-3), \
+                (lang, metric)
 
 
 def test_parallel_qa_export_loads_back_as_the_same_benchmark(tmp_path, capsys):

@@ -10,6 +10,10 @@ corpus-id, score=1), split `validation`, as parquet under DIR, with a dataset ca
 `configs:` block maps each config to its files. `datasets.load_dataset(DIR, "de-corpus",
 split="validation")` and `get_dataset_config_names(DIR)` read it.
 
+Every export also writes `export.json`: which export it is, its source (as given, and its kind: `source_kind`) and
+its languages, the facts its dataset card (hf_hybrid.hub.cards.render_dataset_card) is filled from; it goes to the
+Hub with the export's other files.
+
 The rows are the toolkit's (`load_xquad`): one query per XQuAD question (id: the XQuAD question id,
 text as is), candidates the distinct paragraphs of each language (stripped, as MTEB strips a document
 before encoding it; id: sha256 of that text, as MTEB's original loader made them), title empty (MTEB
@@ -31,6 +35,7 @@ model of MTEB's registry or the Hub, not a local folder: in mteb 2.26 a path get
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import tempfile
@@ -38,7 +43,14 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from hf_hybrid.data.parallel_qa import load_xquad
+from hf_hybrid.data.parallel_qa import (
+    folder_kind,
+    is_hub_id,
+    languages_of,
+    load_parallel_qa,
+    load_xquad,
+    xquad_r_candidates,
+)
 from hf_hybrid.errors import DataError
 
 XQUAD_RETRIEVAL_REPO = "mteb/XQuADRetrieval"
@@ -48,13 +60,34 @@ PARTS = ("corpus", "queries", "qrels")
 # into the same cache gets a folder of its own instead of finding (and reusing) this copy
 CACHE_HASH = "hf_hybrid-export"
 _CONFIG_DIR = re.compile(r"^.+-(corpus|queries|qrels)$")
+EXPORT_FACTS = "export.json"
+
+
+def source_kind(source: str) -> str | None:
+    """What a data source is: "demo", "hub" (a Hub dataset id), the kind of a local folder (`folder_kind`), or,
+    for anything else (a file, a path no longer there), "xquad" / "xquad-r" when its name says so."""
+    if source == "demo":
+        return "demo"
+    if is_hub_id(source):
+        return "hub"
+    path = Path(source)
+    kind = folder_kind(path) if path.is_dir() else None
+    if kind is None and "xquad" in path.name.lower():
+        kind = "xquad-r" if "xquad-r" in path.name.lower().replace("_", "-") else "xquad"
+    return kind
+
+
+def _write_facts(out: Path, export: str, source: str, kind: str | None, languages: list[str]) -> None:
+    facts = {"export": export, "source": source, "source_kind": kind, "languages": languages}
+    (out / EXPORT_FACTS).write_text(json.dumps(facts, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def xquad_retrieval_tables(source: str | Path, languages: list[str] | None = None) -> dict[str, dict[str, Dataset]]:
     """Language -> {"corpus", "queries", "qrels"} tables of XQuADRetrieval, from an XQuAD folder."""
     rows = load_xquad(source, languages)
     by_lang: dict[str, dict[str, list]] = {}
-    for lang, group, query, passage in zip(rows["lang"], rows["group_id"], rows["query"], rows["passage"]):
+    for lang, group, query, passage in zip(rows["lang"], rows["group_id"], rows["query"], rows["passage"],
+                                           strict=True):
         t = by_lang.setdefault(lang, {"corpus": {}, "queries": [], "qrels": []})
         doc_id = t["corpus"].setdefault(passage, hashlib.sha256(passage.encode("utf-8")).hexdigest())
         t["queries"].append({"id": group, "text": query})
@@ -77,17 +110,19 @@ def _write_configs(out: Path, tables: dict[str, Dataset], split: str) -> list[st
     for config, table in tables.items():
         (out / config).mkdir(parents=True, exist_ok=True)
         table.to_parquet(str(out / config / f"{split}-00000-of-00001.parquet"))
-        lines += [f"- config_name: {config}", "  data_files:", f"  - split: {split}", f"    path: {config}/{split}-*.parquet"]
+        lines += [f"- config_name: {config}", "  data_files:", f"  - split: {split}",
+                  f"    path: {config}/{split}-*.parquet"]
     return lines
 
 
 def _dataset_card(configs_yaml: list[str], languages: list[str], source: Path) -> str:
-    lines = ["---", "license: cc-by-sa-4.0", "language:", *[f"- {l}" for l in languages], *configs_yaml]
+    lines = ["---", "license: cc-by-sa-4.0", "language:", *[f"- {lang}" for lang in languages], *configs_yaml]
     lines += ["---", "", f"# {XQUAD_RETRIEVAL_REPO} (local copy)", "",
               (f"Built by `hf-hybrid data export xquad-retrieval` from the XQuAD files in `{source}` "
                "(SQuAD v1.1 JSON, CC BY-SA 4.0), in the layout of MTEB's `XQuADRetrieval` task: per language "
                "`<lang>-corpus` (the distinct paragraphs), `<lang>-queries` (one per XQuAD question) and "
-               f"`<lang>-qrels`, split `{SPLIT}`. See `hf_hybrid/data/export.py` for how it differs from the Hub copy."),
+               f"`<lang>-qrels`, split `{SPLIT}`. See `hf_hybrid/data/export.py` for how it differs from the Hub "
+               "copy."),
               ""]
     return "\n".join(lines)
 
@@ -97,9 +132,11 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise DataError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise DataError(f"output folder {out} exists and is not empty (pass --overwrite to replace the export in it)")
-        # replace only what an export writes: the card and the config folders
+            raise DataError(f"output folder {out} exists and is not empty "
+                            "(pass --overwrite to replace the export in it)")
+        # replace only what an export writes: the card, its facts and the config folders
         (out / "README.md").unlink(missing_ok=True)
+        (out / EXPORT_FACTS).unlink(missing_ok=True)
         for path in out.iterdir():
             if path.is_dir() and _CONFIG_DIR.match(path.name):
                 shutil.rmtree(path)
@@ -113,11 +150,12 @@ def export_xquad_retrieval(source: str | Path, out: str | Path, languages: list[
     if out.resolve() == source.resolve():
         raise DataError(f"output folder {out} is the source folder; write the export elsewhere")
     if datasets_cache is not None:
-        _check_cache(Path(datasets_cache), [f"{l}-{p}" for l in tables for p in PARTS], overwrite)
+        _check_cache(Path(datasets_cache), [f"{lang}-{p}" for lang in tables for p in PARTS], overwrite)
     _check_output(out, overwrite)
     configs = {f"{lang}-{part}": parts[part] for lang, parts in tables.items() for part in PARTS}
     configs_yaml = _write_configs(out, configs, SPLIT)
     (out / "README.md").write_text(_dataset_card(configs_yaml, list(tables), source), encoding="utf-8")
+    _write_facts(out, "xquad-retrieval", str(source), "xquad", list(tables))
     if datasets_cache is not None:
         write_datasets_cache(out, Path(datasets_cache), list(configs))
     return out
@@ -169,13 +207,6 @@ def export_parallel_qa(source: str | Path, out: str | Path, languages: list[str]
     """Any data source as a dataset repo folder, the converted dataset the project's MTEB tasks and
     `--data` load (from this folder or, pushed, from the Hub): the ParallelQA rows (config `default`)
     and, for XQuAD-R, every paragraph sentence as a candidate (config `candidates`: lang, article_id, text)."""
-    from hf_hybrid.data.parallel_qa import (
-        folder_kind,
-        languages_of,
-        load_parallel_qa,
-        xquad_r_candidates,
-    )
-
     if datasets_cache is not None:
         raise DataError("--datasets-cache is for copies of MTEB's own datasets (xquad-retrieval)")
     rows = load_parallel_qa(str(source), languages)
@@ -190,9 +221,9 @@ def export_parallel_qa(source: str | Path, out: str | Path, languages: list[str]
     configs = {"default": rows.select_columns(["group_id", "lang", "query", "passage", "article_id", "title"])}
     if Path(source).is_dir() and folder_kind(Path(source)) == "xquad-r":
         pool = xquad_r_candidates(source, langs, with_articles=True)
-        configs["candidates"] = Dataset.from_list([{"lang": l, "article_id": a, "text": t}
-                                                   for l in langs for a, t in pool[l]])
-    card = ["---", "language:", *[f"- {l}" for l in langs], *_write_configs(out, configs, "train")]
+        configs["candidates"] = Dataset.from_list([{"lang": lang, "article_id": a, "text": t}
+                                                   for lang in langs for a, t in pool[lang]])
+    card = ["---", "language:", *[f"- {lang}" for lang in langs], *_write_configs(out, configs, "train")]
     card += ["---", "", f"# ParallelQA rows from {Path(str(source)).name}", "",
              f"Written by `hf-hybrid data export parallel-qa` from `{source}`: {len(rows)} rows, "
              f"{len(set(rows['group_id']))} question groups in {len(langs)} languages ({', '.join(langs)}). "
@@ -200,6 +231,7 @@ def export_parallel_qa(source: str | Path, out: str | Path, languages: list[str]
              + (" The `candidates` config holds every sentence of every paragraph, LAReQA's candidate pool."
                 if "candidates" in configs else ""), ""]
     (out / "README.md").write_text("\n".join(card), encoding="utf-8")
+    _write_facts(out, "parallel-qa", str(source), source_kind(str(source)), langs)
     return out
 
 
