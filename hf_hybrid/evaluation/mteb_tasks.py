@@ -19,12 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from mteb._create_dataloaders import create_dataloader
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
+from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.data.parallel_qa import FLORES_HIGH_RESOURCE, FLORES_LOW_RESOURCE
 from hf_hybrid.errors import ConfigError, DataError, HfHybridError
 from hf_hybrid.evaluation.retrieval import (
@@ -113,13 +114,10 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         self.benchmark: ParallelBenchmark | None = None
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
-
         if self.data_loaded:
             return
         split = "test" if self.n_folds else "all"
-        bench = load_benchmark(EvalConfig(data=self.data, languages=self.task_languages, split=split,
-                                          n_folds=self.n_folds, fold=self.fold))
+        bench = load_benchmark(self.data, self.task_languages, split, self.n_folds, self.fold)
         missing = sorted(set(self.task_languages) - set(bench.languages))
         if missing:
             raise DataError(f"{self.data} has no rows in {', '.join(missing)}")
@@ -133,8 +131,6 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
                                         "text": bench.candidates[l]}) for l in bench.languages}
 
         def split_data(query_langs: list[str], cand_langs: list[str]) -> dict:
-            from datasets import concatenate_datasets
-
             qrels = {f"{q}:{g}": {f"{c}:{bench.relevant[c][g]}": 1 for c in cand_langs
                                   if g in bench.relevant[c] and not (bench.self_retrieval and c == q)}
                      for q in query_langs for g, _ in bench.queries[q]}

@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_hybrid.data.parallel_qa import (
-    dataset_candidates,
-    folder_kind,
-    is_hub_id,
-    load_parallel_qa,
-    select_split,
-    xquad_r_candidates,
-)
-from hf_hybrid.errors import ConfigError, DataError
-from hf_hybrid.evaluation.retrieval import (
-    SETTINGS,
-    ParallelBenchmark,
-    evaluate_parallel,
-    markdown_table,
-)
+from tqdm.auto import tqdm
+
+from hf_hybrid.data.benchmark import load_benchmark
+from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
+from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
+from hf_hybrid.evaluation.retrieval import SETTINGS, evaluate_parallel, markdown_table
+from hf_hybrid.languages import mteb_language_code, normalize_lang
 from hf_hybrid.models.adapters import AdapterOptions
+from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.models.offline import resolve_model_path
 
 
 @dataclass
@@ -45,22 +40,9 @@ class EvalConfig(AdapterOptions):
     output_dir: str | None = field(default=None, metadata={"help": "where to write the results"})
 
 
-def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
-    rows = load_parallel_qa(cfg.data, cfg.languages)
-    rows = select_split(rows, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction)
-    extra = None
-    kind = folder_kind(Path(cfg.data)) if Path(cfg.data).is_dir() else None
-    if cfg.all_sentences and kind == "xquad-r":
-        extra = xquad_r_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
-    elif cfg.all_sentences and (kind == "repo" or is_hub_id(cfg.data)):
-        extra = dataset_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
-    return ParallelBenchmark.from_rows(rows, extra)
-
-
 def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
-    from hf_hybrid.models.encoder import Encoder
-
-    bench = load_benchmark(cfg)
+    bench = load_benchmark(cfg.data, cfg.languages, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction,
+                           cfg.all_sentences)
     if encoder is None:
         encoder = Encoder.from_pretrained(cfg.model)
         cfg.compose(encoder)
@@ -79,12 +61,9 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
 
 def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
     """Task objects for project and MTEB task names; an unknown name is one error with the closest names."""
-    import difflib
-
     import mteb
 
-    from hf_hybrid.data.parallel_qa import languages_of
-    from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS
+    from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS  # imports mteb
 
     tasks = []
     for name in names:
@@ -115,8 +94,6 @@ def _mteb_task(name: str, languages: list[str] | None):
     (XQuADRetrieval's `de`), else by MTEB's ISO 639-3 codes."""
     import mteb
 
-    from hf_hybrid.languages import mteb_language_code, normalize_lang
-
     task = mteb.get_task(name)
     if not languages:
         return task
@@ -131,11 +108,8 @@ def run_tasks(cfg: EvalConfig) -> dict:
     """Evaluate one model on project and MTEB tasks through mteb.evaluate; mteb's JSON goes to output_dir."""
     import mteb
     from sentence_transformers import SentenceTransformer
-    from tqdm.auto import tqdm
 
-    from hf_hybrid.errors import EncoderLoadError
-    from hf_hybrid.evaluation.mteb_tasks import ParallelRetrievalTask, setting_means
-    from hf_hybrid.models.offline import resolve_model_path
+    from hf_hybrid.evaluation.mteb_tasks import ParallelRetrievalTask, setting_means  # imports mteb
 
     if cfg.split == "dev":
         raise ConfigError("tasks evaluate on split 'all' or 'test', not 'dev'")

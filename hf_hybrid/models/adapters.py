@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file, save_file
 
 from hf_hybrid.errors import AdapterError, ConfigError
+from hf_hybrid.langid import LanguageIdentifier
 from hf_hybrid.languages import known_code, normalize_lang
 
 logger = logging.getLogger(__name__)
@@ -37,8 +42,6 @@ def _local(source: str, lang: str | None = None) -> Path:
         if not path.exists():
             raise AdapterError(f"adapter source not found: {source!r}")
         return path
-    from huggingface_hub import snapshot_download
-
     names = ("adapter_*", *RECORD_FILES)
     folders = ("", f"{lang}/", f"adapters/{lang}/") if lang else ("", "*/")  # fnmatch's * also matches "/"
     patterns = [folder + name for folder in folders for name in names]
@@ -90,16 +93,12 @@ def embedding_signature(model) -> dict[str, torch.Tensor]:
 
 
 def save_signature(model, folder: Path) -> None:
-    from safetensors.torch import save_file
-
     save_file(embedding_signature(model), str(folder / SIGNATURE_FILE))
 
 
 def check_base(model, folder: Path, model_name: str) -> None:
     """The adapter in `folder` was trained on this model or a fine-tuned copy of it: the word
     embeddings at the recorded rows still point the same way."""
-    from safetensors.torch import load_file
-
     signature_path = folder / SIGNATURE_FILE
     info = adapter_info(folder)
     if not signature_path.is_file():
@@ -177,8 +176,6 @@ def route_adapters(encoder, source: str, languages: list[str] | None = None, che
     if not languages:
         raise AdapterError(f"no adapters to route in {source} (adapters there: {', '.join(found) or 'none'})")
     if detect:
-        from hf_hybrid.langid import LanguageIdentifier
-
         encoder.langid = LanguageIdentifier.from_adapters({lang: found[lang] for lang in languages})
     encoder.model = _load(encoder.model, {lang: found[lang] for lang in languages}, source, check)
     encoder.routed = set(languages)
@@ -207,8 +204,6 @@ def compose(encoder, composition: str, source: str | None, languages: list[str] 
 
 def copy_adapter_records(source: str, languages: list[str], out: Path) -> None:
     """dapt.json and the base signature of each adapter, next to a copy peft saved in out/<lang>/."""
-    import shutil
-
     for lang in languages:
         folder = find_adapter(source, lang)
         for name in RECORD_FILES:
@@ -238,8 +233,6 @@ class AdapterOptions:
 def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]):
     """LoRA on the named modules of the encoder, except BERT's pooler (a `dense` too, unused by
     mean/CLS pooling): a pattern, so that the adapter config says the same with or without a pooler."""
-    import re
-
     from peft import LoraConfig
 
     names = "|".join(re.escape(m) for m in target_modules)
