@@ -68,8 +68,8 @@ class LanguageIdentifier:
         if not profiles:
             raise AdapterError("language detection needs at least one language profile")
         self.languages = list(profiles)
-        self.log_probs = torch.stack([profiles[l]["log_probs"] for l in self.languages])
-        self.floors = torch.tensor([float(profiles[l]["floor"]) for l in self.languages])
+        self.log_probs = torch.stack([profiles[lang]["log_probs"] for lang in self.languages])
+        self.floors = torch.tensor([float(profiles[lang]["floor"]) for lang in self.languages])
 
     @classmethod
     def from_adapters(cls, folders: dict[str, Path]) -> "LanguageIdentifier":

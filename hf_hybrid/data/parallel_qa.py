@@ -27,7 +27,7 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
     has exactly one row per language (all of `languages`, or all languages seen)."""
     if not rows:
         raise DataError(f"{source}: no rows")
-    wanted = [normalize_lang(l) for l in languages] if languages else None
+    wanted = [normalize_lang(lang) for lang in languages] if languages else None
     by_group: dict[str, dict[str, dict]] = defaultdict(dict)
     for row in rows:
         for key in ("group_id", "lang", "query", "passage"):
@@ -45,14 +45,14 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
         }
         if row.get("hard_negatives") is not None:
             by_group[group][lang]["hard_negatives"] = [str(n) for n in row["hard_negatives"]]
-    all_langs = wanted or sorted({l for g in by_group.values() for l in g})
+    all_langs = wanted or sorted({lang for g in by_group.values() for lang in g})
     out = []
     for group, per_lang in by_group.items():
-        missing = [l for l in all_langs if l not in per_lang]
+        missing = [lang for lang in all_langs if lang not in per_lang]
         if missing:
             raise DataError(f"{source}: group {group!r} has no row in language(s) {', '.join(missing)}; "
                             f"every group needs all of {', '.join(all_langs)}")
-        out.extend(per_lang[l] for l in all_langs)
+        out.extend(per_lang[lang] for lang in all_langs)
     if not out:
         raise DataError(f"{source}: no rows in languages {', '.join(wanted or [])}")
     if any("hard_negatives" in r for r in out):
@@ -105,11 +105,11 @@ def _squad_files(directory: Path, pattern: str, languages: list[str] | None) -> 
     if not found:
         raise DataError(f"{directory}: no files named {pattern}")
     if languages:
-        wanted = [normalize_lang(l) for l in languages]
-        missing = [l for l in wanted if l not in found]
+        wanted = [normalize_lang(lang) for lang in languages]
+        missing = [lang for lang in wanted if lang not in found]
         if missing:
             raise DataError(f"{directory}: no {pattern} file for language(s) {', '.join(missing)}")
-        found = {l: found[l] for l in wanted}
+        found = {lang: found[lang] for lang in wanted}
     return found
 
 
@@ -239,7 +239,7 @@ def load_mlqa(directory: str | Path, languages: list[str], split: str = "test") 
     """MLQA (`<split>-context-<l>-question-<l>.json`): the monolingual files of each language,
     grouped by MLQA's shared question ids; passage = the paragraph."""
     rows = []
-    for lang in [normalize_lang(l) for l in languages]:
+    for lang in [normalize_lang(code) for code in languages]:
         path = Path(directory) / f"{split}-context-{lang}-question-{lang}.json"
         for a, article in enumerate(_squad_articles(path)):
             for paragraph in article["paragraphs"]:
@@ -332,7 +332,7 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
     if is_hub_id(source):
         try:
             ds = load_dataset(source, split=split)
-        except Exception as err:  # the Hub raises many types; one line is what the user needs
+        except Exception as err:  # noqa: BLE001 (the Hub raises many types; one line is what the user needs)
             raise DataError(f"cannot load dataset {source!r} from the Hub: {str(err).splitlines()[0]}") from None
         return load_columns(ds, languages, source=source)
     raise DataError(f"data source not found: {source!r} (expected 'demo', a folder, a file or a Hub dataset id)")

