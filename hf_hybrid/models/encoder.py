@@ -17,7 +17,6 @@ from hf_hybrid.errors import ConfigError, EncoderLoadError
 from hf_hybrid.models import st_layout
 from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records, route_adapters
 from hf_hybrid.models.offline import E5_PREFIXES, resolve_model_path
-from hf_hybrid.models.st_layout import ROUTING_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +78,9 @@ class Encoder(nn.Module):
         model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = cls(model, tokenizer, **settings)
-        if folder and (folder / ROUTING_FILE).is_file():  # saved with routed language adapters: they come back
-            routing = json.loads((folder / ROUTING_FILE).read_text())
+        # saved with routed language adapters: they come back
+        if folder and (folder / st_layout.ROUTING_FILE).is_file():
+            routing = json.loads((folder / st_layout.ROUTING_FILE).read_text())
             route_adapters(encoder, str(path), routing["languages"], check=False,
                            detect=routing.get("detect_languages", False))
         return encoder
@@ -175,7 +175,7 @@ class Encoder(nn.Module):
             copy_adapter_records(self.composition["adapters"], sorted(self.routed), path / "adapters")
             retriever = [RETRIEVER] if RETRIEVER in model.peft_config else []
             model = model.merge_and_unload(adapter_names=retriever) if retriever else model.unload()
-            st_layout.write_json(path / ROUTING_FILE, {
+            st_layout.write_json(path / st_layout.ROUTING_FILE, {
                 "languages": sorted(self.routed), "adapters_from": self.composition["adapters"],
                 "detect_languages": self.langid is not None})
         elif hasattr(model, "merge_and_unload"):  # a peft model is saved merged, as a plain encoder
