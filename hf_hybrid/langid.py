@@ -16,6 +16,7 @@ import zlib
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from hf_hybrid.errors import AdapterError
 
@@ -59,8 +60,6 @@ def fit_profile(train: list[str], heldout: list[str]) -> dict[str, torch.Tensor]
 
 
 def save_profile(profile: dict[str, torch.Tensor], folder: Path) -> None:
-    from safetensors.torch import save_file
-
     save_file(profile, str(folder / PROFILE_FILE))
 
 
@@ -69,13 +68,11 @@ class LanguageIdentifier:
         if not profiles:
             raise AdapterError("language detection needs at least one language profile")
         self.languages = list(profiles)
-        self.log_probs = torch.stack([profiles[l]["log_probs"] for l in self.languages])
-        self.floors = torch.tensor([float(profiles[l]["floor"]) for l in self.languages])
+        self.log_probs = torch.stack([profiles[lang]["log_probs"] for lang in self.languages])
+        self.floors = torch.tensor([float(profiles[lang]["floor"]) for lang in self.languages])
 
     @classmethod
     def from_adapters(cls, folders: dict[str, Path]) -> "LanguageIdentifier":
-        from safetensors.torch import load_file
-
         missing = [lang for lang, f in folders.items() if not (f / PROFILE_FILE).is_file()]
         if missing:
             raise AdapterError(f"no language profile ({PROFILE_FILE}) beside the adapter(s) of {', '.join(missing)}: "

@@ -37,15 +37,15 @@ class HybridBatchSampler:
         self.epoch = 0
         self.start_batch = 0
         rows = defaultdict(dict)
-        for i, (group, lang) in enumerate(zip(dataset["group_id"], dataset["lang"])):
+        for i, (group, lang) in enumerate(zip(dataset["group_id"], dataset["lang"], strict=True)):
             rows[group][lang] = i
         self.groups = list(rows)
-        self.languages = sorted({l for per_lang in rows.values() for l in per_lang})
-        missing = [(g, l) for g in self.groups for l in self.languages if l not in rows[g]]
+        self.languages = sorted({lang for per_lang in rows.values() for lang in per_lang})
+        missing = [(g, lang) for g in self.groups for lang in self.languages if lang not in rows[g]]
         if missing:
             raise DataError(f"group {missing[0][0]!r} has no row in language {missing[0][1]!r}")
         # row_of[g, l] is the dataset row of group g in language l
-        self.row_of = np.array([[rows[g][l] for l in self.languages] for g in self.groups], dtype=np.int64)
+        self.row_of = np.array([[rows[g][lang] for lang in self.languages] for g in self.groups], dtype=np.int64)
         self.global_batch = batch_size * num_replicas
         if self.global_batch > len(self.groups):
             raise DataError(
@@ -91,7 +91,7 @@ class HybridBatchSampler:
             mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
             q_rows = self.row_of[groups[mine], q_lang[mine]]
             p_rows = self.row_of[groups[mine], p_lang[mine]]
-            yield list(zip(q_rows.tolist(), p_rows.tolist()))
+            yield list(zip(q_rows.tolist(), p_rows.tolist(), strict=True))
 
 
 class MonolingualBatchSampler(HybridBatchSampler):

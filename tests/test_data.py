@@ -6,16 +6,15 @@ from datasets import Dataset
 
 from hf_hybrid.data.parallel_qa import (
     DEMO_LANGUAGES,
-    holdout_articles,
     load_columns,
     load_demo,
     load_parallel_qa,
     load_xquad,
     load_xquad_r,
     make_parallel_qa,
-    split_by_article,
     xquad_r_candidates,
 )
+from hf_hybrid.data.splits import holdout_articles, split_by_article
 from hf_hybrid.errors import DataError, UnknownLanguageError
 from hf_hybrid.languages import normalize_lang
 
@@ -107,7 +106,8 @@ def test_mlqa_keeps_questions_present_in_every_language(tmp_path):
     from hf_hybrid.data.parallel_qa import load_mlqa
 
     def squad(lang, ids):
-        qas = [{"id": i, "question": f"{lang} question {i}", "answers": [{"answer_start": 0, "text": "x"}]} for i in ids]
+        qas = [{"id": i, "question": f"{lang} question {i}", "answers": [{"answer_start": 0, "text": "x"}]}
+               for i in ids]
         return {"data": [{"title": "T", "paragraphs": [{"context": f"{lang} context", "qas": qas}]}]}
 
     (tmp_path / "test-context-en-question-en.json").write_text(json.dumps(squad("en", ["a", "b", "c"])))
@@ -119,9 +119,9 @@ def test_mlqa_keeps_questions_present_in_every_language(tmp_path):
 
 
 def test_saved_dataset_folder_is_not_taken_for_xquad_r(tmp_path):
-    from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
+    from hf_hybrid.data.benchmark import load_benchmark
 
     load_demo(["en", "sw"]).save_to_disk(str(tmp_path / "saved"))
     assert len(load_parallel_qa(str(tmp_path / "saved"))) == 120
-    bench = load_benchmark(EvalConfig(data=str(tmp_path / "saved")))
+    bench = load_benchmark(str(tmp_path / "saved"))
     assert bench.languages == ["en", "sw"] and len(bench.candidates["en"]) == 60

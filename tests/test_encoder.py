@@ -62,5 +62,6 @@ def test_mteb_wrapper_gives_the_same_embeddings(tiny_model_dir):
     metadata = mteb.get_task("XQuADRetrieval").metadata
     loader = create_dataloader(Dataset.from_dict({"text": TEXTS}), task_metadata=metadata, batch_size=2)
     for prompt_type, kind in ((PromptType.query, "query"), (PromptType.document, "passage")):
-        theirs = wrapped.encode(loader, task_metadata=metadata, hf_split="test", hf_subset="de", prompt_type=prompt_type)
+        theirs = wrapped.encode(loader, task_metadata=metadata, hf_split="test", hf_subset="de",
+                                prompt_type=prompt_type)
         np.testing.assert_allclose(np.asarray(theirs), encoder.encode(TEXTS, kind).numpy(), atol=1e-5)

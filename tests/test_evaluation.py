@@ -25,9 +25,9 @@ class LookupEncoder:
 def bench(langs, n_groups):
     return ParallelBenchmark(
         languages=langs,
-        queries={l: [(f"g{g}", f"q{g}{l}") for g in range(n_groups)] for l in langs},
-        candidates={l: [f"p{g}{l}" for g in range(n_groups)] for l in langs},
-        relevant={l: {f"g{g}": g for g in range(n_groups)} for l in langs},
+        queries={lang: [(f"g{g}", f"q{g}{lang}") for g in range(n_groups)] for lang in langs},
+        candidates={lang: [f"p{g}{lang}" for g in range(n_groups)] for lang in langs},
+        relevant={lang: {f"g{g}": g for g in range(n_groups)} for lang in langs},
     )
 
 
@@ -37,9 +37,9 @@ def topic_vectors(langs, n_groups, seed):
     vectors = {}
     for g in range(n_groups):
         topic = torch.randn(8)
-        for l in langs:
-            vectors[f"q{g}{l}"] = topic + torch.randn(8)
-            vectors[f"p{g}{l}"] = topic + torch.randn(8)
+        for lang in langs:
+            vectors[f"q{g}{lang}"] = topic + torch.randn(8)
+            vectors[f"p{g}{lang}"] = topic + torch.randn(8)
     return vectors
 
 
@@ -82,9 +82,10 @@ def test_matches_a_naive_implementation():
     langs, n = ["ar", "en", "sw"], 30
     vectors = topic_vectors(langs, n, seed=0)
     r = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), progress=False, query_chunk=7)
-    pool = torch.stack([vectors[f"p{g}{l}"] for l in langs for g in range(n)])
-    for qi, ql in enumerate(langs):
-        expected = [naive_metrics(vectors[f"q{g}{ql}"], pool, [li * n + g for li in range(len(langs))]) for g in range(n)]
+    pool = torch.stack([vectors[f"p{g}{lang}"] for lang in langs for g in range(n)])
+    for ql in langs:
+        expected = [naive_metrics(vectors[f"q{g}{ql}"], pool, [li * n + g for li in range(len(langs))])
+                    for g in range(n)]
         got = r["multilingual"]["per_setting"][ql]
         assert got["map"] == pytest.approx(sum(e[0] for e in expected) / n)
         assert got["ndcg@10"] == pytest.approx(sum(e[1] for e in expected) / n)
@@ -103,8 +104,9 @@ def test_rank_correlation_matches_scipy():
 
     langs, n = ["de", "en", "sw"], 12
     vectors = topic_vectors(langs, n, seed=1)
-    r = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), settings=["multilingual"], progress=False, query_chunk=5)
-    pool = torch.stack([vectors[f"p{g}{l}"] for l in langs for g in range(n)]).numpy()
+    r = evaluate_parallel(LookupEncoder(vectors), bench(langs, n), settings=["multilingual"], progress=False,
+                          query_chunk=5)
+    pool = torch.stack([vectors[f"p{g}{lang}"] for lang in langs for g in range(n)]).numpy()
     for a in langs:
         expected = [sum(spearmanr(pool @ vectors[f"q{g}{a}"].numpy(), pool @ vectors[f"q{g}{b}"].numpy()).statistic
                         for b in langs if b != a) / (len(langs) - 1) for g in range(n)]
@@ -125,7 +127,8 @@ def test_extra_candidates_join_the_pool():
 
 def test_nan_embeddings_are_one_clear_error():
     with pytest.raises(ValueError, match="candidates in en to NaN"):
-        evaluate_parallel(LookupEncoder({"q0en": [1.0, 0.0], "p0en": [float("nan"), 0.0]}), bench(["en"], 1), progress=False)
+        evaluate_parallel(LookupEncoder({"q0en": [1.0, 0.0], "p0en": [float("nan"), 0.0]}), bench(["en"], 1),
+                          progress=False)
 
 
 def test_unknown_setting():

@@ -169,7 +169,7 @@ def test_mteb_task_offline_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
 
 def test_parallel_qa_export_loads_back_as_the_same_benchmark(tmp_path, capsys):
     """The converted XQuAD-R (rows + every paragraph sentence) gives the benchmark of the raw folder."""
-    from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
+    from hf_hybrid.data.benchmark import load_benchmark
 
     source = shared_data("xquad-r")
     out = tmp_path / "xquad-r-converted"
@@ -177,8 +177,8 @@ def test_parallel_qa_export_loads_back_as_the_same_benchmark(tmp_path, capsys):
                            "--languages", "de", "zh")
     assert code == 0 and printed.strip() == str(out)
     for split in ("all", "test"):
-        raw = load_benchmark(EvalConfig(data=str(source), languages=["de", "zh"], split=split, n_folds=2))
-        converted = load_benchmark(EvalConfig(data=str(out), languages=["de", "zh"], split=split, n_folds=2))
+        raw = load_benchmark(str(source), ["de", "zh"], split=split, n_folds=2)
+        converted = load_benchmark(str(out), ["de", "zh"], split=split, n_folds=2)
         assert converted == raw
     assert len(raw.candidates["de"]) > len(raw.queries["de"]) // 2  # the pool is every sentence, not only answers
     assert_one_line_error(cli(capsys, "parallel-qa", "--source", str(source), "--out", str(out)),

@@ -35,7 +35,7 @@ def test_sib200_folder_loads_as_parallel_sentences(tmp_path):
     assert rows.filter(lambda r: r["group_id"] == "flores-11")["query"] == [
         "Bread is baked at dawn.", "Ana gasa burodi da asuba.",
         "Mkate huokwa alfajiri."]
-    assert all(q == p for q, p in zip(rows["query"], rows["passage"]))
+    assert all(q == p for q, p in zip(rows["query"], rows["passage"], strict=True))
     with pytest.raises(DataError, match="no FLORES/SIB-200 folder for language 'yo'"):
         load_parallel_qa(str(tmp_path / "sib"), ["en", "yo"])
     (tmp_path / "sib" / "data" / "annotated" / "hau_Latn" / "dev.tsv").write_text("id\tsentence\n1\tx\n")

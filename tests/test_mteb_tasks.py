@@ -4,8 +4,8 @@ import pytest
 
 mteb = pytest.importorskip("mteb")
 
-from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval, subset_names
-from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
+from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval, subset_names  # noqa: E402
+from hf_hybrid.evaluation.run import EvalConfig, run_evaluation  # noqa: E402
 
 # The tiny random model scores many candidates within float noise of each other, and the two routes' encoders
 # batch (and pad) differently, so a few near-ties can swap places. With multilingual-e5-small the routes agree
@@ -20,7 +20,8 @@ def test_subsets_and_metadata():
     assert task.hf_subsets == ["de", "en", "es", "de-en", "de-es", "en-de", "en-es", "es-de", "es-en", "multilingual"]
     assert task.metadata.main_score == "map"
     assert task.metadata.eval_langs["de-en"] == ["deu-Latn", "eng-Latn"]
-    assert len(XQuADRParallelRetrieval.metadata.eval_langs) == len(subset_names(list(XQuADRParallelRetrieval.benchmark_languages)))
+    assert len(XQuADRParallelRetrieval.metadata.eval_langs) == \
+        len(subset_names(list(XQuADRParallelRetrieval.benchmark_languages)))
     assert list(task.metadata.eval_langs) == task.hf_subsets
     with pytest.raises(ValueError, match="has no language"):
         XQuADRParallelRetrieval(data="demo", languages=["sw"])
@@ -39,8 +40,10 @@ def test_mteb_route_gives_the_toolkit_scores(tiny_model_dir, tmp_path):
     for lang in LANGS:
         for metric in ("map", "ndcg@10", "recall@1", "recall@10"):
             mteb_name = metric.replace("@", "_at_")
-            assert scores[lang][mteb_name] == pytest.approx(ours["monolingual"]["per_setting"][lang][metric], abs=TIE_NOISE)
-            assert scores["multilingual"][f"{mteb_name}"] == pytest.approx(ours["multilingual"]["average"][metric], abs=TIE_NOISE)
+            assert scores[lang][mteb_name] == \
+                pytest.approx(ours["monolingual"]["per_setting"][lang][metric], abs=TIE_NOISE)
+            assert scores["multilingual"][f"{mteb_name}"] == \
+                pytest.approx(ours["multilingual"]["average"][metric], abs=TIE_NOISE)
     for pair, metrics in ours["cross-lingual"]["per_setting"].items():
         assert scores[pair]["map"] == pytest.approx(metrics["map"], abs=TIE_NOISE)
     bias = ours["multilingual"]["bias"]
@@ -64,7 +67,8 @@ def test_nan_embeddings_are_one_clear_error(tmp_path):
     task = XQuADRParallelRetrieval(data="demo", languages=["de", "en"])
     task.load_data()
     with pytest.raises(ValueError, match="NaN"):
-        task._evaluate_subset(NaNModel(), task.dataset["de"]["test"], encode_kwargs={}, hf_split="test", hf_subset="de")
+        task._evaluate_subset(NaNModel(), task.dataset["de"]["test"], encode_kwargs={}, hf_split="test",
+                              hf_subset="de")
 
 
 def test_eval_command_runs_project_tasks_through_mteb(tiny_model_dir, tmp_path, capsys):

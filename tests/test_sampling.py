@@ -11,8 +11,9 @@ LANGS = ["ar", "de", "en", "es", "sw"]
 
 def parallel_rows(n_groups=200, langs=LANGS):
     return make_parallel_qa([
-        {"group_id": f"g{g}", "lang": l, "query": f"q{g} {l}", "passage": f"p{g} {l}", "article_id": f"a{g // 5}"}
-        for g in range(n_groups) for l in langs
+        {"group_id": f"g{g}", "lang": lang, "query": f"q{g} {lang}", "passage": f"p{g} {lang}",
+         "article_id": f"a{g // 5}"}
+        for g in range(n_groups) for lang in langs
     ])
 
 
@@ -76,7 +77,7 @@ def test_distributed_ranks_share_batch_type_and_split_groups(rows):
     for s in ranks:
         s.set_epoch(0)
     assert len(ranks[0]) == len(ranks[1]) == 200 // 16
-    for b0, b1 in zip(*ranks):
+    for b0, b1 in zip(*ranks, strict=True):
         l0, l1 = batch_langs(rows, b0), batch_langs(rows, b1)
         mono0, mono1 = all(q == p for q, p in l0), all(q == p for q, p in l1)
         assert mono0 == mono1

@@ -1,4 +1,4 @@
-"""Sources -> the one record shape (ParallelQA rows) and leak-free splits.
+"""Sources -> the one record shape (ParallelQA rows); their leak-free splits are in hf_hybrid.data.splits.
 
 A ParallelQA row: group_id (same meaning across languages), lang (see hf_hybrid.languages),
 query, passage, article_id (the unit for splits), title, and optionally hard_negatives
@@ -8,14 +8,13 @@ query, passage, article_id (the unit for splits), title, and optionally hard_neg
 from __future__ import annotations
 
 import json
-import random
 from collections import defaultdict
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, load_dataset, load_from_disk
 
 from hf_hybrid.errors import DataError
-from hf_hybrid.languages import known_code, normalize_lang
+from hf_hybrid.languages import known_code, mteb_language_code, normalize_lang
 
 DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
 DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
@@ -28,7 +27,7 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
     has exactly one row per language (all of `languages`, or all languages seen)."""
     if not rows:
         raise DataError(f"{source}: no rows")
-    wanted = [normalize_lang(l) for l in languages] if languages else None
+    wanted = [normalize_lang(lang) for lang in languages] if languages else None
     by_group: dict[str, dict[str, dict]] = defaultdict(dict)
     for row in rows:
         for key in ("group_id", "lang", "query", "passage"):
@@ -46,14 +45,14 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
         }
         if row.get("hard_negatives") is not None:
             by_group[group][lang]["hard_negatives"] = [str(n) for n in row["hard_negatives"]]
-    all_langs = wanted or sorted({l for g in by_group.values() for l in g})
+    all_langs = wanted or sorted({lang for g in by_group.values() for lang in g})
     out = []
     for group, per_lang in by_group.items():
-        missing = [l for l in all_langs if l not in per_lang]
+        missing = [lang for lang in all_langs if lang not in per_lang]
         if missing:
             raise DataError(f"{source}: group {group!r} has no row in language(s) {', '.join(missing)}; "
                             f"every group needs all of {', '.join(all_langs)}")
-        out.extend(per_lang[l] for l in all_langs)
+        out.extend(per_lang[lang] for lang in all_langs)
     if not out:
         raise DataError(f"{source}: no rows in languages {', '.join(wanted or [])}")
     if any("hard_negatives" in r for r in out):
@@ -106,11 +105,11 @@ def _squad_files(directory: Path, pattern: str, languages: list[str] | None) -> 
     if not found:
         raise DataError(f"{directory}: no files named {pattern}")
     if languages:
-        wanted = [normalize_lang(l) for l in languages]
-        missing = [l for l in wanted if l not in found]
+        wanted = [normalize_lang(lang) for lang in languages]
+        missing = [lang for lang in wanted if lang not in found]
         if missing:
             raise DataError(f"{directory}: no {pattern} file for language(s) {', '.join(missing)}")
-        found = {l: found[l] for l in wanted}
+        found = {lang: found[lang] for lang in wanted}
     return found
 
 
@@ -181,20 +180,6 @@ def xquad_r_candidates(directory: str | Path, languages: list[str] | None = None
     return pool
 
 
-def dataset_candidates(source: str, languages: list[str], article_ids: set[str]) -> dict[str, list[str]] | None:
-    """The `candidates` config of a converted dataset (an exported folder or its Hub id), if it has one."""
-    from datasets import get_dataset_config_names, load_dataset
-
-    if "candidates" not in get_dataset_config_names(source):
-        return None
-    table = load_dataset(source, "candidates", split="train")
-    pool: dict[str, list[str]] = {l: [] for l in languages}
-    for lang, article, text in zip(table["lang"], table["article_id"], table["text"]):
-        if lang in pool and article in article_ids:
-            pool[lang].append(text)
-    return pool
-
-
 # FLORES-200 sentences of the MasakhaNEWS languages (Nigerian Pidgin has none), and high-resource ones beside them
 FLORES_LOW_RESOURCE = ("hau", "yor", "swh", "som", "amh", "ibo", "xho", "sna", "lin", "lug", "gaz", "run", "tir")
 FLORES_HIGH_RESOURCE = ("eng", "fra", "deu", "spa", "zho", "arb")
@@ -210,8 +195,6 @@ def flores_folders(directory: str | Path) -> dict[str, Path]:
 
 def _flores_folder(folders: dict[str, Path], code: str) -> Path:
     """A FLORES code as given, or the folder of one of our codes in its usual script (zh -> zho_Hans)."""
-    from hf_hybrid.languages import mteb_language_code
-
     if code in folders:
         return folders[code]
     lang = normalize_lang(code)
@@ -256,7 +239,7 @@ def load_mlqa(directory: str | Path, languages: list[str], split: str = "test") 
     """MLQA (`<split>-context-<l>-question-<l>.json`): the monolingual files of each language,
     grouped by MLQA's shared question ids; passage = the paragraph."""
     rows = []
-    for lang in [normalize_lang(l) for l in languages]:
+    for lang in [normalize_lang(code) for code in languages]:
         path = Path(directory) / f"{split}-context-{lang}-question-{lang}.json"
         for a, article in enumerate(_squad_articles(path)):
             for paragraph in article["paragraphs"]:
@@ -331,14 +314,12 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
         if kind == "xquad":
             return load_xquad(path, languages)
         if kind == "saved":
-            from datasets import load_from_disk
             return load_columns(load_from_disk(str(path)), languages, source=source)
         if kind == "xquad-r":
             return load_xquad_r(path, languages)
         if kind == "flores":
             return load_flores(path, languages)
         if kind == "repo":
-            from datasets import load_dataset
             return load_columns(load_dataset(str(path), split=split), languages, source=source)
         raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
     if path.suffix in FILE_BUILDERS and not path.is_file():
@@ -346,76 +327,12 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
     if path.suffix == ".jsonl":
         return make_parallel_qa(_read_jsonl(path), languages, source=source)
     if path.suffix in (".json", ".csv", ".parquet"):
-        from datasets import load_dataset
         builder = FILE_BUILDERS[path.suffix]
         return load_columns(load_dataset(builder, data_files=str(path), split="train"), languages, source=source)
     if is_hub_id(source):
-        from datasets import load_dataset
         try:
             ds = load_dataset(source, split=split)
-        except Exception as err:  # the Hub raises many types; one line is what the user needs
+        except Exception as err:  # noqa: BLE001 (the Hub raises many types; one line is what the user needs)
             raise DataError(f"cannot load dataset {source!r} from the Hub: {str(err).splitlines()[0]}") from None
         return load_columns(ds, languages, source=source)
     raise DataError(f"data source not found: {source!r} (expected 'demo', a folder, a file or a Hub dataset id)")
-
-
-def split_by_article(ds: Dataset, n_folds: int = 2, fold: int = 0) -> tuple[Dataset, Dataset]:
-    """(train, test) for one fold: the k-th article (in order of first appearance) is tested in
-    fold k % n_folds, so with 2 folds fold 0 tests on the even articles and trains on the odd."""
-    if not 0 <= fold < n_folds:
-        raise DataError(f"fold {fold} does not exist with n_folds {n_folds}")
-    articles = list(dict.fromkeys(ds["article_id"]))
-    if len(articles) < n_folds:
-        raise DataError(f"{len(articles)} article(s) cannot make {n_folds} folds")
-    return _partition(ds, {a for k, a in enumerate(articles) if k % n_folds == fold})
-
-
-def _partition(ds: Dataset, articles: set[str]) -> tuple[Dataset, Dataset]:
-    """(rows outside `articles`, rows inside them)."""
-    inside = [a in articles for a in ds["article_id"]]
-    return (ds.select([i for i, f in enumerate(inside) if not f]), ds.select([i for i, f in enumerate(inside) if f]))
-
-
-def holdout_articles(ds: Dataset, fraction: float, seed: int = 0) -> tuple[Dataset, Dataset]:
-    """(rest, held-out) with about `fraction` of the articles held out, chosen with `seed`."""
-    articles = list(dict.fromkeys(ds["article_id"]))
-    k = max(1, round(len(articles) * fraction))
-    if k >= len(articles):
-        raise DataError(f"holding out {fraction} of {len(articles)} article(s) leaves none to train on")
-    return _partition(ds, set(random.Random(seed).sample(articles, k)))
-
-
-SPLITS = ("all", "train", "dev", "test")
-
-
-def select_split(ds: Dataset, split: str = "all", n_folds: int = 0, fold: int = 0,
-                 dev_fraction: float = 0.0, seed: int = 0) -> Dataset:
-    """The rows of one part of a leak-free split by article.
-
-    test: the articles of fold `fold` (of `n_folds`); train/dev: the other articles, with
-    `dev_fraction` of them held out as dev (for choosing settings without touching test)."""
-    if split not in SPLITS:
-        raise DataError(f"unknown split {split!r} (expected one of {', '.join(SPLITS)})")
-    rows = _select(ds, split, n_folds, fold, dev_fraction, seed)
-    if len(rows) == 0:
-        raise DataError(f"split {split!r} is empty")
-    return rows
-
-
-def _select(ds, split, n_folds, fold, dev_fraction, seed):
-    if split == "all":
-        return ds
-    if n_folds:
-        rest, test = split_by_article(ds, n_folds, fold)
-    elif split == "test":
-        raise DataError("split 'test' needs n_folds > 0")
-    else:
-        rest, test = ds, None
-    if split == "test":
-        return test
-    if not dev_fraction:
-        if split == "dev":
-            raise DataError("split 'dev' needs dev_fraction > 0")
-        return rest
-    train, dev = holdout_articles(rest, dev_fraction, seed)
-    return train if split == "train" else dev

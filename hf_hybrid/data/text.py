@@ -67,12 +67,13 @@ def _from_dataset(source: str, lang: str) -> list[str]:
             ds = load_dataset(source, split="train")
     except DataError:
         raise
-    except Exception as err:  # datasets and the Hub raise many types; one line is what the user needs
+    except Exception as err:  # noqa: BLE001 (datasets and the Hub raise many types; one line is what the user needs)
         raise DataError(f"cannot load text from {source!r}: {str(err).splitlines()[0]}") from None
     if "text" not in ds.column_names:
         raise DataError(f"{source}: expected a 'text' column (found {', '.join(ds.column_names)})")
     if "lang" in ds.column_names:
-        return [t for t, l in zip(ds["text"], ds["lang"]) if t and t.strip() and known_code(l) == lang]
+        return [t for t, code in zip(ds["text"], ds["lang"], strict=True)
+                if t and t.strip() and known_code(code) == lang]
     return [t for t in ds["text"] if t and t.strip()]
 
 
@@ -85,23 +86,26 @@ def load_texts(source: str, lang: str) -> list[str]:
         if found is None:
             return []
         if found.endswith(".txt"):
-            return [l.strip() for l in Path(found).read_text(encoding="utf-8").splitlines() if l.strip()]
+            return [line.strip() for line in Path(found).read_text(encoding="utf-8").splitlines() if line.strip()]
         return _from_dataset(found, lang)
     path = Path(source)
     if path.is_dir():
         news = _masakhanews_folders(path)
         if news:
             folder = news.get(lang)
-            return [t for f in sorted(folder.glob("*.tsv")) for t in _tsv_column_texts(f, ("headline", "text"))] if folder else []
+            if not folder:
+                return []
+            return [t for f in sorted(folder.glob("*.tsv")) for t in _tsv_column_texts(f, ("headline", "text"))]
         flores = flores_folders(path)
         if flores:
             matches = [f for code, f in flores.items() if known_code(code) == lang]
             # only the train split: dev and test stay evaluation text
-            return [t for f in matches if (f / "train.tsv").is_file() for t in _tsv_column_texts(f / "train.tsv", ("text",))]
+            return [t for f in matches if (f / "train.tsv").is_file()
+                    for t in _tsv_column_texts(f / "train.tsv", ("text",))]
     if path.suffix == ".txt":
         if not path.is_file():
             raise DataError(f"file not found: {path}")
-        return [l.strip() for l in path.read_text(encoding="utf-8").splitlines() if l.strip()]
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     if path.suffix in FILE_BUILDERS and not path.is_file():
         raise DataError(f"file not found: {path}")
     if path.exists() or source.count("/") == 1:

