@@ -52,17 +52,17 @@ class ParallelBenchmark:
 
     def pool_languages(self, query_lang: str) -> list[str]:
         """The candidate languages of the multilingual pool for queries in `query_lang`."""
-        return [l for l in self.languages if not (self.self_retrieval and l == query_lang)]
+        return [lang for lang in self.languages if not (self.self_retrieval and lang == query_lang)]
 
     @classmethod
     def from_rows(cls, rows, extra_candidates: dict[str, list[str]] | None = None) -> ParallelBenchmark:
         """From ParallelQA rows: candidates are the distinct passages of each language, plus any
         `extra_candidates` (e.g. every sentence of XQuAD-R's paragraphs, as LAReQA ranks them)."""
         languages = sorted(set(rows["lang"]))
-        queries = {l: [] for l in languages}
-        candidates = {l: [] for l in languages}
-        index = {l: {} for l in languages}
-        relevant = {l: {} for l in languages}
+        queries = {lang: [] for lang in languages}
+        candidates = {lang: [] for lang in languages}
+        index = {lang: {} for lang in languages}
+        relevant = {lang: {} for lang in languages}
 
         def candidate_index(lang: str, text: str) -> int:
             if text not in index[lang]:
@@ -70,14 +70,15 @@ class ParallelBenchmark:
                 candidates[lang].append(text)
             return index[lang][text]
 
-        for lang, group, query, passage in zip(rows["lang"], rows["group_id"], rows["query"], rows["passage"]):
+        columns = (rows["lang"], rows["group_id"], rows["query"], rows["passage"])
+        for lang, group, query, passage in zip(*columns, strict=True):
             queries[lang].append((group, query))
             relevant[lang][group] = candidate_index(lang, passage)
         for lang, texts in (extra_candidates or {}).items():
             if lang in index:
                 for text in texts:
                     candidate_index(lang, text)
-        self_retrieval = all(q == p for q, p in zip(rows["query"], rows["passage"]))
+        self_retrieval = all(q == p for q, p in zip(rows["query"], rows["passage"], strict=True))
         pivot = "en" if self_retrieval and "en" in languages else None
         return cls(languages, queries, candidates, relevant, self_retrieval, pivot)
 
@@ -95,11 +96,15 @@ def metrics_from_ranks(ranks: torch.Tensor, n_relevant: torch.Tensor | None = No
     `n_relevant` (per query) then says how many each query has (default: all columns).
     """
     ranks = ranks.double().sort(dim=1).values
-    n_rel = torch.full((len(ranks),), float(ranks.shape[1]), dtype=torch.double) if n_relevant is None else n_relevant.double()
+    if n_relevant is None:
+        n_rel = torch.full((len(ranks),), float(ranks.shape[1]), dtype=torch.double)
+    else:
+        n_rel = n_relevant.double()
     position = torch.arange(1, ranks.shape[1] + 1, dtype=torch.double)
     ap = (position / ranks).sum(1) / n_rel
     gains = torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks)).sum(1)
-    ideal_at = torch.cumsum(1.0 / torch.log2(torch.arange(2, 12, dtype=torch.double)), 0)  # ideal DCG of 1..10 relevant
+    # ideal DCG of 1..10 relevant
+    ideal_at = torch.cumsum(1.0 / torch.log2(torch.arange(2, 12, dtype=torch.double)), 0)
     ideal = ideal_at[n_rel.clamp(1, 10).long() - 1]
     out = {"map": ap.mean().item(), "ndcg@10": (gains / ideal).mean().item()}
     for k in RECALL_KS:
@@ -124,10 +129,12 @@ def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batc
     check_settings(settings)
     device = encoder.device
     langs = bench.languages
-    q_emb = {l: encoder.encode([t for _, t in bench.queries[l]], "query", batch_size, progress, l).to(device) for l in langs}
-    c_emb = {l: encoder.encode(bench.candidates[l], "passage", batch_size, progress, l).to(device) for l in langs}
+    q_emb = {lang: encoder.encode([t for _, t in bench.queries[lang]], "query", batch_size, progress, lang).to(device)
+             for lang in langs}
+    c_emb = {lang: encoder.encode(bench.candidates[lang], "passage", batch_size, progress, lang).to(device)
+             for lang in langs}
     for kind, emb in (("queries", q_emb), ("candidates", c_emb)):
-        broken = [l for l in langs if not torch.isfinite(emb[l]).all()]
+        broken = [lang for lang in langs if not torch.isfinite(emb[lang]).all()]
         if broken:
             raise HfHybridError(f"the model embedded {kind} in {', '.join(broken)} to NaN or inf")
     return ParallelScorer(bench, q_emb, c_emb, query_chunk).results(settings)
@@ -142,19 +149,22 @@ class ParallelScorer:
     def __init__(self, bench: ParallelBenchmark, q_emb: dict, c_emb: dict, query_chunk: int = 512):
         self.bench, self.q_emb, self.c_emb, self.query_chunk = bench, q_emb, c_emb, query_chunk
 
-    def ranks(self, query_lang: str, cand_langs: list[str], top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def ranks(self, query_lang: str, cand_langs: list[str],
+              top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Ranks [queries, len(cand_langs)] of each query's relevant candidate in each language of the
         pool of `cand_langs`, and, if top_k, the pool-language index of each query's top-k candidates."""
         bench = self.bench
         offsets, start = {}, 0
-        for l in cand_langs:
-            offsets[l] = start
-            start += len(bench.candidates[l])
-        pool = torch.cat([self.c_emb[l] for l in cand_langs])
+        for lang in cand_langs:
+            offsets[lang] = start
+            start += len(bench.candidates[lang])
+        pool = torch.cat([self.c_emb[lang] for lang in cand_langs])
         device = pool.device
-        pool_lang = torch.cat([torch.full((len(bench.candidates[l]),), i) for i, l in enumerate(cand_langs)]).to(device)
+        pool_lang = torch.cat([torch.full((len(bench.candidates[lang]),), i)
+                               for i, lang in enumerate(cand_langs)]).to(device)
         groups = [g for g, _ in bench.queries[query_lang]]
-        rel = torch.tensor([[offsets[l] + bench.relevant[l][g] for l in cand_langs] for g in groups], device=device)
+        rel = torch.tensor([[offsets[lang] + bench.relevant[lang][g] for lang in cand_langs] for g in groups],
+                           device=device)
         all_ranks, top_langs = [], []
         # bound the [queries, relevant, pool] comparison tensor to about 2**27 elements
         chunk = max(1, min(self.query_chunk, 2**27 // (len(pool) * len(cand_langs))))
@@ -176,7 +186,7 @@ class ParallelScorer:
         langs = self.bench.languages
         results: dict = {"languages": langs}
         if "monolingual" in settings and not self.bench.self_retrieval:
-            per = {l: self.monolingual(l) for l in langs}
+            per = {lang: self.monolingual(lang) for lang in langs}
             results["monolingual"] = {"per_setting": per, "average": _average(per)}
         if "cross-lingual" in settings:
             per = {f"{x}-{y}": self.cross_lingual(x, y) for x, y in self.bench.cross_lingual_pairs()}
@@ -189,17 +199,17 @@ class ParallelScorer:
     def multilingual(self) -> dict:
         """Retrieval metrics per query language in the pool of all languages, and the language-bias profile."""
         bench, langs = self.bench, self.bench.languages
-        pool_size = {l: len(bench.candidates[l]) for l in langs}
+        pool_size = {lang: len(bench.candidates[lang]) for lang in langs}
         per, share, distance, mean_rank = {}, {}, {}, {}
-        for l in langs:
-            pool = bench.pool_languages(l)
-            own = pool.index(l) if l in pool else None
-            ranks, top = self.ranks(l, pool, top_k=len(pool) if own is not None else 0)
-            per[l] = metrics_from_ranks(ranks)
+        for lang in langs:
+            pool = bench.pool_languages(lang)
+            own = pool.index(lang) if lang in pool else None
+            ranks, top = self.ranks(lang, pool, top_k=len(pool) if own is not None else 0)
+            per[lang] = metrics_from_ranks(ranks)
             if own is not None:
-                share[l] = same_language_share(top, own).mean().item()
-            distance[l] = rank_distance(ranks).mean().item()
-            mean_rank[l] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(pool)}
+                share[lang] = same_language_share(top, own).mean().item()
+            distance[lang] = rank_distance(ranks).mean().item()
+            mean_rank[lang] = {c: ranks[:, j].double().mean().item() for j, c in enumerate(pool)}
         bias = {
             "mean_rank": mean_rank,
             "mean_rank_by_candidate_language": {c: _mean(m[c] for m in mean_rank.values() if c in m) for c in langs},
@@ -207,9 +217,9 @@ class ParallelScorer:
         }
         if share:  # the query's own language is in its pool
             total = sum(pool_size.values())
-            blind = {l: pool_size[l] / total for l in langs}
+            blind = {lang: pool_size[lang] / total for lang in langs}
             bias.update(top_k=len(langs), same_language_share=share, language_blind_share=blind,
-                        same_language_preference={l: share[l] / blind[l] for l in langs})
+                        same_language_preference={lang: share[lang] / blind[lang] for lang in langs})
             if len(langs) > 1:  # parallel queries rank the same pool
                 bias["rank_correlation"] = self.rank_correlation()
         for key in BIAS_MEANS:
@@ -221,17 +231,18 @@ class ParallelScorer:
         """Mean Spearman correlation of each language's pool ranking with its parallel queries' rankings,
         over the groups asked in every language."""
         bench, langs = self.bench, self.bench.languages
-        position = {l: {g: i for i, (g, _) in enumerate(bench.queries[l])} for l in langs}
-        common = sorted(set.intersection(*(set(position[l]) for l in langs)))
-        pool = torch.cat([self.c_emb[l] for l in langs])
-        index = {l: torch.tensor([position[l][g] for g in common], dtype=torch.long, device=pool.device) for l in langs}
+        position = {lang: {g: i for i, (g, _) in enumerate(bench.queries[lang])} for lang in langs}
+        common = sorted(set.intersection(*(set(position[lang]) for lang in langs)))
+        pool = torch.cat([self.c_emb[lang] for lang in langs])
+        index = {lang: torch.tensor([position[lang][g] for g in common], dtype=torch.long, device=pool.device)
+                 for lang in langs}
         chunk = max(1, min(self.query_chunk, 2**24 // (len(langs) * len(pool))))
         parts = []
         for s in range(0, len(common), chunk):
-            queries = torch.stack([self.q_emb[l][index[l][s : s + chunk]] for l in langs], dim=1)
+            queries = torch.stack([self.q_emb[lang][index[lang][s : s + chunk]] for lang in langs], dim=1)
             parts.append(rank_correlations(queries @ pool.T).cpu())
         per_query = torch.cat(parts)
-        return {l: per_query[:, i].mean().item() for i, l in enumerate(langs)}
+        return {lang: per_query[:, i].mean().item() for i, lang in enumerate(langs)}
 
 
 def _mean(values) -> float:
