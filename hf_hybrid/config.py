@@ -96,8 +96,6 @@ class DataArgs(Args):
     def __post_init__(self):
         super().__post_init__()
         _at_least(self, 0, "n_folds", "fold")
-        if self.n_folds and self.fold >= self.n_folds:
-            raise ConfigError(f"fold must be below n_folds ({self.n_folds}), got {self.fold}")
         if not 0.0 <= self.dev_fraction < 1.0:
             raise ConfigError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
 

