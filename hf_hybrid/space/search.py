@@ -271,7 +271,7 @@ def language_counts(hits: list[Hit]) -> list[tuple[str, int]]:
 
 
 def results_frame(hits: list[Hit]):
-    import pandas as pd
+    import pandas as pd  # only for the tables the app shows
 
     return pd.DataFrame([{"rank": h.rank, "lang": h.lang, "score": round(h.score, 4), "passage": h.text}
                          for h in hits], columns=["rank", "lang", "score", "passage"]).astype(
@@ -279,7 +279,7 @@ def results_frame(hits: list[Hit]):
 
 
 def chart_frame(hits: list[Hit]):
-    import pandas as pd
+    import pandas as pd  # only for the tables the app shows
 
     return pd.DataFrame(language_counts(hits), columns=["lang", "count"]).astype({"lang": str, "count": "int64"})
 

@@ -19,11 +19,17 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate.utils import set_seed
+from peft import get_peft_model
+from safetensors.torch import save_file
 
 from hf_hybrid.config import LoopArgs, LoraArgs, ModelArgs, redefault
+from hf_hybrid.data.text import load_corpus
 from hf_hybrid.errors import ConfigError, DataError
+from hf_hybrid.langid import fit_profile, save_profile
 from hf_hybrid.languages import normalize_lang
-from hf_hybrid.models.adapters import lora_config
+from hf_hybrid.models.adapters import lora_config, save_signature
+from hf_hybrid.models.offline import hub_name
 from hf_hybrid.tables import markdown_table
 from hf_hybrid.training.loop import Loop, StepOutput, append_jsonl, make_accelerator, prepare
 from hf_hybrid.training.mlm import (
@@ -132,8 +138,6 @@ class LanguageRun:
 
 
 def _language_run(accelerator, cfg: DaptConfig, lang: str, corpus: dict) -> LanguageRun:
-    from accelerate.utils import set_seed
-
     set_seed(cfg.seed)
     mlm, tokenizer, new_head = load_mlm(cfg.model)
     if cfg.gradient_checkpointing:
@@ -155,8 +159,6 @@ def _language_run(accelerator, cfg: DaptConfig, lang: str, corpus: dict) -> Lang
 def adapt_language(accelerator, cfg: DaptConfig, run: LanguageRun, log) -> tuple[dict, object]:
     """Fit a new head (encoder frozen), then a LoRA adapter with the head; the held-out loss before,
     after, and after with the adapter off. Returns the language's measurements and the peft encoder."""
-    from peft import get_peft_model
-
     objective, device = run.objective, accelerator.device
     head_params = list(objective.head_parameters().values())
     head_speed = None
@@ -203,12 +205,6 @@ def save_adapter(accelerator, cfg: DaptConfig, run: LanguageRun, peft_encoder, c
                  output_dir: Path) -> Path:
     """The adapter in peft's layout under output_dir/adapters/<lang>/, with its MLM head, base-model
     signature, language profile and dapt.json."""
-    from safetensors.torch import save_file
-
-    from hf_hybrid.langid import fit_profile, save_profile
-    from hf_hybrid.models.adapters import save_signature
-    from hf_hybrid.models.offline import hub_name
-
     adapter_dir = output_dir / "adapters" / run.lang
     unwrapped = accelerator.unwrap_model(peft_encoder)
     # the base as a user would load it, not this machine's cache folder of the offline default
@@ -225,8 +221,6 @@ def save_adapter(accelerator, cfg: DaptConfig, run: LanguageRun, peft_encoder, c
 
 def _load_corpora(cfg: DaptConfig) -> dict[str, dict]:
     """Every language's text, checked before any training starts."""
-    from hf_hybrid.data.text import load_corpus
-
     if not cfg.languages:
         raise ConfigError("give the languages to adapt to (--languages hau yor ...)")
     if not cfg.text:

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import torch
 import yaml
+from accelerate.utils import set_seed
+from peft import get_peft_model
 from torch.utils.data import DataLoader
 
 from hf_hybrid.config import CheckpointArgs, DataArgs, HubArgs, LoopArgs, LoraArgs, ModelArgs, redefault
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
 from hf_hybrid.data.splits import select_split
 from hf_hybrid.errors import ConfigError, DataError, PushError
+from hf_hybrid.hub.push import push
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS, make_sampler
@@ -134,8 +137,6 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
     cfg.compose(encoder)
     if cfg.gradient_checkpointing:
         encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    from peft import get_peft_model
-
     lora = lora_config(cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules)
     if encoder.routed:  # the retriever is trained on top of the frozen language adapters
         if cfg.lora:
@@ -222,8 +223,6 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
     if cfg.push_to_hub:
-        from hf_hybrid.hub.push import push  # the Hub client only when a push is asked for
-
         try:
             accelerator.print(push(output_dir, cfg.push_to_hub, private=cfg.hub_private))
         except PushError as err:
@@ -233,8 +232,6 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
 
 def train(cfg: HybridTrainingConfig) -> Path:
     """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
-    from accelerate.utils import set_seed
-
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)

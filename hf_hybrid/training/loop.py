@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
 
 from hf_hybrid.config import LoopArgs
 
@@ -32,8 +34,6 @@ class StepOutput:
 
 
 def make_accelerator(args: LoopArgs):
-    from accelerate import Accelerator
-
     return Accelerator(mixed_precision=args.mixed_precision)
 
 
@@ -140,8 +140,6 @@ class Loop:
     after_step: Callable | None = None
 
     def run(self, batches: Iterator, compute_loss, steps: int, start: int = 0) -> LogWindow:
-        from tqdm.auto import tqdm
-
         accelerator = self.accelerator
         window = LogWindow(accelerator.num_processes)
         progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)

@@ -111,7 +111,7 @@ def data_identity(data: str | None) -> tuple[str, str, str | None]:
 def toolkit_eval_results(results: dict) -> list[EvalResult]:
     """One EvalResult per setting average (mAP, nDCG@10, Recall@k) and per bias mean of a results.json."""
     from hf_hybrid.evaluation.report import BIAS_MEANS, metric_label  # imports torch
-    from hf_hybrid.evaluation.retrieval import SETTINGS
+    from hf_hybrid.evaluation.retrieval import SETTINGS  # imports torch
 
     cfg = results.get("config") or {}
     dataset_type, pretty, _ = data_identity(cfg.get("data"))
@@ -251,7 +251,7 @@ def _bias_tables(r: dict) -> tuple[str | None, str | None]:
 def toolkit_view(ev: Evaluation, train_cfg: dict) -> dict:
     """The tables and facts of one results.json for the card body."""
     from hf_hybrid.evaluation.report import METRIC_FORMAT, cross_lingual_matrix, metric_label  # imports torch
-    from hf_hybrid.evaluation.retrieval import SETTINGS
+    from hf_hybrid.evaluation.retrieval import SETTINGS  # imports torch
 
     r, cfg = ev.data, ev.data.get("config") or {}
     langs = r["languages"]
