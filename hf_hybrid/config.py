@@ -61,13 +61,14 @@ def _at_least(args, minimum: int, *names: str) -> None:
             raise ConfigError(f"{name} must be at least {minimum}, got {getattr(args, name)}")
 
 
-def redefault(mixin: type, name: str, value):
-    """A mixin's field with another default, keeping its help: how a config changes a shared default
-    (`lora_r: int = redefault(LoraArgs, "lora_r", 8)`)."""
+def redefault(mixin: type, name: str, value, help: str | None = None):
+    """A mixin's field with another default, keeping its help unless a more precise one is given: how a
+    config changes a shared default (`lora_r: int = redefault(LoraArgs, "lora_r", 8)`)."""
     source = next(f for f in dataclasses.fields(mixin) if f.name == name)
+    metadata = source.metadata if help is None else {**source.metadata, "help": help}
     if isinstance(value, list):
-        return dataclasses.field(default_factory=lambda: list(value), metadata=source.metadata)
-    return dataclasses.field(default=value, metadata=source.metadata)
+        return dataclasses.field(default_factory=lambda: list(value), metadata=metadata)
+    return dataclasses.field(default=value, metadata=metadata)
 
 
 @dataclass

@@ -52,9 +52,9 @@ def parse_arm(arm: str) -> tuple[str, str | None]:
 class StudyConfig(HybridTrainingConfig):
     arms: list[str] = field(default_factory=lambda: ["base", "x-x", "x-y", "hybrid"],
                             metadata={"help": "base, sampler names, dapt-merge[+sampler], dapt-route[+sampler]"})
-    folds: list[int] = field(default_factory=lambda: [0, 1])
+    folds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "the test folds to run (of n_folds)"})
     eval_split: str = field(default="test", metadata={"help": "test, or dev to choose settings"})
-    eval_batch_size: int = 128
+    eval_batch_size: int = field(default=128, metadata={"help": "texts per encoding batch in evaluation"})
     keep_models: bool = field(default=False, metadata={"help": "keep each arm's trained model"})
     flores: str | None = field(default=None, metadata={"help": "also evaluate every arm on this SIB-200 folder"})
     flores_languages: list[str] | None = field(default=None, metadata={

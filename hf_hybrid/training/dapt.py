@@ -66,7 +66,7 @@ class DaptConfig(ModelArgs, LoraArgs, LoopArgs):
     head_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of those head steps"})
     eval_batch_size: int = field(default=32, metadata={"help": "sequences per held-out loss batch"})
     batch_size: int = redefault(LoopArgs, "batch_size", 16)
-    max_steps: int = redefault(LoopArgs, "max_steps", 200)
+    max_steps: int = redefault(LoopArgs, "max_steps", 200, help="adapter training steps per language")
     learning_rate: float = redefault(LoopArgs, "learning_rate", 5e-4)
     weight_decay: float = redefault(LoopArgs, "weight_decay", 0.0)
     warmup_ratio: float = redefault(LoopArgs, "warmup_ratio", 0.06)
