@@ -55,10 +55,18 @@ def parse_config(config_class: type[T], argv: list[str] | None = None, prog: str
     return config
 
 
-def _at_least(args, minimum: int, *names: str) -> None:
+def at_least(args, minimum: float, *names: str) -> None:
+    """A config check: each named field is at least `minimum`."""
     for name in names:
         if getattr(args, name) < minimum:
             raise ConfigError(f"{name} must be at least {minimum}, got {getattr(args, name)}")
+
+
+def positive(args, *names: str) -> None:
+    """A config check: each named field is greater than 0."""
+    for name in names:
+        if not getattr(args, name) > 0:
+            raise ConfigError(f"{name} must be greater than 0, got {getattr(args, name)}")
 
 
 def redefault(mixin: type, name: str, value, help: str | None = None):
@@ -96,7 +104,7 @@ class DataArgs(Args):
 
     def __post_init__(self):
         super().__post_init__()
-        _at_least(self, 0, "n_folds", "fold")
+        at_least(self, 0, "n_folds", "fold")
         if not 0.0 <= self.dev_fraction < 1.0:
             raise ConfigError(f"dev_fraction must be in [0, 1), got {self.dev_fraction}")
 
@@ -111,7 +119,7 @@ class LoraArgs(Args):
 
     def __post_init__(self):
         super().__post_init__()
-        _at_least(self, 1, "lora_r", "lora_alpha")
+        at_least(self, 1, "lora_r", "lora_alpha")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ConfigError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
         if not self.lora_target_modules:
@@ -139,11 +147,13 @@ class LoopArgs(Args):
 
     def __post_init__(self):
         super().__post_init__()
-        _at_least(self, 1, "batch_size", "max_steps", "logging_steps")
+        at_least(self, 1, "batch_size", "max_steps", "logging_steps")
+        positive(self, "learning_rate")
+        at_least(self, 0, "weight_decay")
         if self.mixed_precision not in PRECISIONS:
             raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0.0 <= self.warmup_ratio <= 1.0:
+            raise ConfigError(f"warmup_ratio must be in [0, 1], got {self.warmup_ratio}")
 
 
 @dataclass
@@ -154,7 +164,7 @@ class CheckpointArgs(Args):
 
     def __post_init__(self):
         super().__post_init__()
-        _at_least(self, 0, "save_steps", "save_total_limit")
+        at_least(self, 0, "save_steps", "save_total_limit")
 
 
 @dataclass

@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hf_hybrid.config import parse_config
+from hf_hybrid.config import at_least, parse_config
 from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.evaluation.retrieval import SETTINGS
@@ -64,6 +64,7 @@ class StudyConfig(HybridTrainingConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        at_least(self, 1, "eval_batch_size")
         compositions = [parse_arm(arm)[0] for arm in self.arms]
         if any(c != "none" for c in compositions) and not (self.adapters or self.dapt_config):
             raise ConfigError("the dapt-* arms need --adapters (a `hf-hybrid dapt` output folder) or --dapt_config")

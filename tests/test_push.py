@@ -311,6 +311,26 @@ def test_training_pushes_with_push_to_hub(on_hub, tiny_model_dir, tmp_path, caps
     assert (tmp_path / "again" / "model.safetensors").is_file()
 
 
+def test_push_to_hub_that_cannot_work_is_refused_before_training(on_hub, tiny_model_dir, tmp_path, capsys,
+                                                                  monkeypatch):
+    common = ["train", "--model", str(tiny_model_dir), "--data", "demo", "--languages", "de", "en",
+              "--batch_size", "4", "--max_steps", "2"]
+
+    def refused(repo_id: str, *fragments: str) -> None:
+        out = tmp_path / repo_id.replace("/", "_").replace(" ", "_")
+        code = main([*common, "--output_dir", str(out), "--push_to_hub", repo_id])
+        captured = capsys.readouterr()
+        assert_one_line_error((code, captured.out, captured.err), *fragments)
+        assert not out.exists(), "training ran although the push could not work"
+
+    refused("not a repo id", "is not a Hub repo id")
+    refused("just-a-name", "NAMESPACE/NAME")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
+    refused(f"{USER}/bad-token", "refused the token", "nothing was trained")
+    monkeypatch.delenv("HF_TOKEN")
+    refused(f"{USER}/no-token", "no Hugging Face token")
+
+
 def test_space_goes_through_the_same_push(on_hub, capsys, monkeypatch):
     hub = on_hub
     code = main(["space", "push", "--repo-id", f"{USER}/demo-space"])

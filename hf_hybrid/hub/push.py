@@ -56,7 +56,7 @@ from hf_hybrid.hub.cards import (
     render_dataset_card,
     render_model_card,
 )
-from hf_hybrid.hub.upload import PushResult, check_pr, folder_files, upload
+from hf_hybrid.hub.upload import PushResult, check_pr, check_token, folder_files, upload
 
 # never pushed from a model folder: pickled weights and training state, per-rank batch logs, the old card
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
@@ -82,6 +82,12 @@ def check_repo_id(repo_id: str) -> None:
         raise PushError(f"--repo-id {repo_id!r} is not a Hub repo id: {err}") from None
     if repo_id.count("/") != 1:
         raise PushError(f"--repo-id {repo_id!r}: give it as NAMESPACE/NAME (your user or organization name first)")
+
+
+def check_push_ready(repo_id: str, token: str | None = None) -> None:
+    """What a push can check before the work that makes its files: the repo id and the token."""
+    check_repo_id(repo_id)
+    check_token(token)
 
 
 def model_files(model_dir: Path) -> list[Path]:

@@ -12,6 +12,7 @@ several commits, and opens the pull request before the first).
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from huggingface_hub.errors import HfHubHTTPError
 
 from hf_hybrid.errors import PushError
 
+logger = logging.getLogger(__name__)
 REPO_TYPES = ("model", "dataset", "space")
 _HUB_ERRORS = (HfHubHTTPError, httpx2.TransportError, OSError)
 
@@ -47,6 +49,23 @@ def folder_files(root: Path) -> list[Path]:
     """The files under `root`, sorted, without hidden files and folders."""
     return sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in
                                                                           p.relative_to(root).parts))
+
+
+def check_token(token: str | None = None) -> None:
+    """Before long work whose result is to be pushed (training): a token exists and, when the Hub answers,
+    it accepts it. An unreachable Hub is only a warning here: the push after the work says it again."""
+    token, source = _token(token)
+    api = HfApi(token=token)
+    try:
+        api.whoami()
+    except HfHubHTTPError as err:
+        if err.response.status_code == 401:
+            raise PushError(f"the Hub at {api.endpoint} refused the token from {source} "
+                            f"({_server_message(err)}); nothing was trained") from None
+        logger.warning("could not check the Hub token: %s", _server_message(err))
+    except (httpx2.TransportError, OSError) as err:
+        logger.warning("could not reach the Hub at %s to check the token (%s): the push at the end may fail",
+                       api.endpoint, type(err).__name__)
 
 
 def check_pr(create_pr: bool, revision: str | None) -> None:

@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from peft import get_peft_model
 from safetensors.torch import save_file
 
-from hf_hybrid.config import LoopArgs, LoraArgs, ModelArgs, redefault
+from hf_hybrid.config import LoopArgs, LoraArgs, ModelArgs, at_least, positive, redefault
 from hf_hybrid.data.text import load_corpus
 from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.langid import fit_profile, save_profile
@@ -82,8 +82,9 @@ class DaptConfig(ModelArgs, LoraArgs, LoopArgs):
             raise ConfigError(f"mask_rate must be in (0, 1), got {self.mask_rate}")
         if not 0.0 < self.heldout_fraction < 1.0:
             raise ConfigError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
-        if self.max_heldout_sequences < 1:
-            raise ConfigError(f"max_heldout_sequences must be at least 1, got {self.max_heldout_sequences}")
+        at_least(self, 1, "max_heldout_sequences", "min_heldout", "eval_batch_size")
+        at_least(self, 0, "head_steps")
+        positive(self, "head_learning_rate")
         if self.max_seq_length < 8:
             raise ConfigError(f"max_seq_length must be at least 8, got {self.max_seq_length}")
 

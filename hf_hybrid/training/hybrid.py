@@ -15,11 +15,21 @@ from accelerate.utils import set_seed
 from peft import get_peft_model
 from torch.utils.data import DataLoader
 
-from hf_hybrid.config import CheckpointArgs, DataArgs, HubArgs, LoopArgs, LoraArgs, ModelArgs, redefault
+from hf_hybrid.config import (
+    CheckpointArgs,
+    DataArgs,
+    HubArgs,
+    LoopArgs,
+    LoraArgs,
+    ModelArgs,
+    at_least,
+    positive,
+    redefault,
+)
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
 from hf_hybrid.data.splits import select_split
 from hf_hybrid.errors import ConfigError, DataError, PushError
-from hf_hybrid.hub.push import push
+from hf_hybrid.hub.push import check_push_ready, push
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS, make_sampler
@@ -59,6 +69,9 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
             raise ConfigError(f"alpha must be in [0, 1], got {self.alpha}")
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r} (expected one of {', '.join(SAMPLERS)})")
+        positive(self, "temperature")
+        at_least(self, 1, "max_query_length", "max_passage_length")
+        at_least(self, 0, "hard_negatives", "num_workers")
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -232,6 +245,8 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
 
 def train(cfg: HybridTrainingConfig) -> Path:
     """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
+    if cfg.push_to_hub:  # a push that cannot work is refused before training, not after
+        check_push_ready(cfg.push_to_hub)
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
     output_dir = Path(cfg.output_dir)
