@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hf_hybrid.config import parse_config
+from hf_hybrid.errors import ConfigError
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 from hf_hybrid.training.loss import InBatchNegativesLoss
@@ -156,3 +157,68 @@ def test_bf16_with_gradient_checkpointing(tiny_model_dir, tmp_path):
          "--output_dir", str(tmp_path / "bf16")], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "bf16" / "train_summary.json").read_text())["steps"] == 2
+
+
+class Stopped(Exception):
+    pass
+
+
+@pytest.mark.parametrize("where", ["within an epoch", "at an epoch's end"])
+def test_a_resumed_run_ends_where_the_uninterrupted_one_does(tiny_model_dir, tmp_path, monkeypatch, where):
+    from safetensors.torch import load_file
+
+    import hf_hybrid.training.hybrid as hybrid
+    from hf_hybrid.data.parallel_qa import load_parallel_qa
+    from hf_hybrid.sampling import make_sampler
+
+    languages, batch_size = ["en", "de"], 8
+    per_epoch = len(make_sampler("hybrid", load_parallel_qa("demo", languages), batch_size))
+    cut = per_epoch if where == "at an epoch's end" else 3
+    assert 0 < cut < per_epoch + 2 and (cut % per_epoch == 0) == (where == "at an epoch's end")
+
+    def config(out, **kw):
+        return HybridTrainingConfig(model=str(tiny_model_dir), data="demo", languages=languages, batch_size=batch_size,
+                                    learning_rate=1e-3, logging_steps=1, max_steps=per_epoch + 2, save_steps=cut,
+                                    output_dir=str(out), **kw)
+
+    whole = train(config(tmp_path / "whole"))
+    save = hybrid.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise Stopped  # as a run killed right after its checkpoint
+
+    monkeypatch.setattr(hybrid, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stopped):
+        train(config(tmp_path / "cut"))
+    monkeypatch.setattr(hybrid, "save_checkpoint", save)
+    resumed = train(config(tmp_path / "cut", resume=True))
+
+    expected, got = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert expected.keys() == got.keys()
+    assert max((expected[k] - got[k]).abs().max().item() for k in expected) == 0.0
+
+    def log(run):
+        return [(r["step"], r["loss"]) for r in map(json.loads, (run / "train_log.jsonl").read_text().splitlines())]
+
+    assert log(resumed) == log(whole)  # every step once, with the same loss
+
+
+def test_checkpoints_hold_only_safetensors_and_json_and_a_damaged_one_is_skipped(tiny_model_dir, tmp_path, caplog):
+    def config(**kw):
+        return HybridTrainingConfig(**{"model": str(tiny_model_dir), "data": "demo", "languages": ["en", "de"],
+                                       "batch_size": 4, "max_steps": 4, "logging_steps": 2, "save_steps": 2,
+                                       "output_dir": str(tmp_path / "run"), **kw})
+
+    with pytest.raises(ConfigError, match="no complete checkpoint"):
+        train(config(resume=True))
+    train(config())
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert {p.suffix for p in checkpoints.rglob("*") if p.is_file()} == {".safetensors", ".json"}
+    with open(checkpoints / "step-4" / "optimizer.safetensors", "r+b") as f:  # altered after it was saved
+        f.seek(-1, 2)
+        f.write(b"\0")
+    train(config(max_steps=6, resume=True))
+    assert "skipping" in caplog.text and "step-4" in caplog.text
+    log = [json.loads(line)["step"] for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert log == [2, 4, 6]  # resumed from step 2: the steps after it are logged once, by the resumed run

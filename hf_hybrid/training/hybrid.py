@@ -33,14 +33,14 @@ from hf_hybrid.hub.push import check_push_ready, push
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS, make_sampler
+from hf_hybrid.training.checkpoint import resume, save_checkpoint
 from hf_hybrid.training.loop import (
     Loop,
     StepOutput,
     append_jsonl,
     make_accelerator,
     prepare,
-    resume,
-    save_checkpoint,
+    truncate_jsonl,
 )
 from hf_hybrid.training.loss import InBatchNegativesLoss
 
@@ -182,12 +182,24 @@ def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, a
                       pin_memory=accelerator.device.type == "cuda")
 
 
-def epochs(loader: DataLoader, sampler, start: int) -> Iterator[dict]:
-    """Batches without end, epoch after epoch, from batch `start` of the whole run."""
+def epochs(loader: DataLoader, sampler, start: int, set_rng=None) -> Iterator[dict]:
+    """Batches without end, epoch after epoch, from batch `start` of the whole run.
+
+    A resumed run passes `set_rng`, which puts back the random states saved at step `start`. Each new
+    DataLoader iterator draws a seed from torch's global generator: the uninterrupted run drew the current
+    epoch's before that step, so a run resumed within an epoch sets the states after making its iterator, and
+    one resumed at an epoch's end before (the next epoch's draw comes after the saved states)."""
     step = start
+    within_epoch = set_rng is not None and start % len(sampler) != 0
+    if set_rng is not None and not within_epoch:
+        set_rng()
     while True:
         sampler.set_epoch(step // len(sampler), start_batch=step % len(sampler))
-        for batch in loader:
+        batches = iter(loader)
+        if within_epoch:
+            set_rng()
+            within_epoch = False
+        for batch in batches:
             yield batch
             step += 1
 
@@ -208,19 +220,21 @@ def contrastive_loss(loss_fn: InBatchNegativesLoss, device):
 def _start_files(accelerator, cfg: HybridTrainingConfig, output_dir: Path, step: int) -> None:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        if step == 0:  # a fresh run does not append to an earlier run's logs
-            for old_log in [output_dir / LOG_FILE, *output_dir.glob("batches-rank*.jsonl")]:
+        for old_log in [output_dir / LOG_FILE, *output_dir.glob("batches-rank*.jsonl")]:
+            if step == 0:  # a fresh run does not append to an earlier run's logs
                 old_log.unlink(missing_ok=True)
+            else:  # a resumed run logs the steps after its checkpoint again
+                truncate_jsonl(old_log, step)
         (output_dir / "training_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     accelerator.wait_for_everyone()
 
 
-def _after_step(accelerator, cfg: HybridTrainingConfig, output_dir: Path, batch_log):
+def _after_step(cfg: HybridTrainingConfig, batch_log, save):
     def after_step(step: int, batch: dict) -> None:
         if batch_log is not None:
             batch_log.write(json.dumps({"step": step, **batch["meta"]}) + "\n")
         if cfg.save_steps and (step % cfg.save_steps == 0 or step == cfg.max_steps):
-            save_checkpoint(accelerator, output_dir, step, cfg.save_total_limit)
+            save(step)
 
     return after_step
 
@@ -257,20 +271,22 @@ def train(cfg: HybridTrainingConfig) -> Path:
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     params = [p for p in encoder.parameters() if p.requires_grad]
     model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
-    accelerator.register_for_checkpointing(scheduler)
-    step = resume(accelerator, output_dir) if cfg.resume else 0
+    step, set_rng = resume(accelerator, model, optimizer, scheduler, output_dir) if cfg.resume else (0, None)
     _start_files(accelerator, cfg, output_dir, step)
     accelerator.print(
         f"training {cfg.model} on {len(data)} rows ({len(set(data['group_id']))} groups, languages "
         f"{', '.join(languages_of(data))}), sampler {cfg.sampler} alpha {cfg.alpha}, "
         f"{cfg.batch_size} x {accelerator.num_processes} pairs per step, {cfg.max_steps} steps")
+    def save(at: int) -> None:
+        save_checkpoint(accelerator, model, optimizer, scheduler, output_dir, at, cfg.save_total_limit)
+
     batch_log_path = output_dir / f"batches-rank{accelerator.process_index}.jsonl"
     with open(batch_log_path, "a") if cfg.log_batches else contextlib.nullcontext() as batch_log:
         loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps,
                     log=lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record),
-                    examples_name="pairs", after_step=_after_step(accelerator, cfg, output_dir, batch_log))
+                    examples_name="pairs", after_step=_after_step(cfg, batch_log, save))
         compute_loss = contrastive_loss(InBatchNegativesLoss(cfg.temperature), accelerator.device)
-        window = loop.run(epochs(loader, sampler, step), compute_loss, cfg.max_steps, start=step)
+        window = loop.run(epochs(loader, sampler, step, set_rng), compute_loss, cfg.max_steps, start=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data)

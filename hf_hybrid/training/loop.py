@@ -1,5 +1,5 @@
-"""The accelerate loop both recipes share, in named steps: an optimizer with its schedule, resuming,
-the training step, the log window, checkpoints with rotation, and the summary.
+"""The accelerate loop both recipes share, in named steps: an optimizer with its schedule, the training
+step and the log window (checkpoints and resuming: `checkpoint.py`).
 
 A recipe supplies what differs: its batches (an iterator), its loss (`compute_loss(model, batch)`
 returning the loss and what the batch counts), and what it saves. `hybrid.py` and `dapt.py` are the
@@ -9,7 +9,6 @@ two recipes; a new objective is one more `compute_loss`, a new batching one more
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,8 +19,6 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from hf_hybrid.config import LoopArgs
-
-STATE_FILE = "trainer_state.json"
 
 
 @dataclass
@@ -46,7 +43,7 @@ def warmup_then_linear_decay(optimizer, steps: int, warmup_ratio: float):
 
 def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learning_rate: float):
     """AdamW over `params` with the warm-up schedule, prepared by accelerate. Returns (model, optimizer,
-    scheduler); a run that checkpoints registers the scheduler with `accelerator.register_for_checkpointing`."""
+    scheduler)."""
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
                                   fused=accelerator.device.type == "cuda")
     scheduler = warmup_then_linear_decay(optimizer, steps, args.warmup_ratio)
@@ -97,30 +94,11 @@ def append_jsonl(accelerator, path: Path, record: dict) -> None:
             f.write(json.dumps(record) + "\n")
 
 
-def checkpoints(output_dir: Path) -> list[Path]:
-    return sorted((output_dir / "checkpoints").glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
-
-
-def resume(accelerator, output_dir: Path) -> int:
-    """Load the newest checkpoint under output_dir; returns its step (0 when there is none)."""
-    found = checkpoints(output_dir)
-    if not found:
-        return 0
-    accelerator.load_state(str(found[-1]))
-    step = json.loads((found[-1] / STATE_FILE).read_text())["step"]
-    accelerator.print(f"resumed from {found[-1]} at step {step}")
-    return step
-
-
-def save_checkpoint(accelerator, output_dir: Path, step: int, keep: int) -> None:
-    """The full training state at `step`; only the newest `keep` checkpoints stay (all, if keep is 0)."""
-    path = output_dir / "checkpoints" / f"step-{step}"
-    accelerator.save_state(str(path))
-    if accelerator.is_main_process:
-        (path / STATE_FILE).write_text(json.dumps({"step": step}))
-        for old in checkpoints(output_dir)[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Drop the records after `step` from a step log: a resumed run logs those steps again."""
+    if path.is_file():
+        records = [line for line in path.read_text().splitlines() if json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in records))
 
 
 @dataclass
