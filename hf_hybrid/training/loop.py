@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from hf_hybrid.config import LoopArgs
 
@@ -122,15 +123,17 @@ class Loop:
         window = LogWindow(accelerator.num_processes)
         progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)
         self.model.train()
-        for step in range(start + 1, steps + 1):
-            batch = next(batches)
-            window.add(training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, compute_loss))
-            progress.update(1)
-            if step % self.logging_steps == 0 or step == steps:
-                record = window.record(accelerator, step, self.scheduler.get_last_lr()[0], self.examples_name)
-                progress.set_postfix(loss=f"{record['loss']:.4f}")
-                self.log({**self.extra, **record})
-            if self.after_step is not None:
-                self.after_step(step, batch)
+        with logging_redirect_tqdm():  # log lines above the progress bar, not through it
+            for step in range(start + 1, steps + 1):
+                batch = next(batches)
+                out = training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, compute_loss)
+                window.add(out)
+                progress.update(1)
+                if step % self.logging_steps == 0 or step == steps:
+                    record = window.record(accelerator, step, self.scheduler.get_last_lr()[0], self.examples_name)
+                    progress.set_postfix(loss=f"{record['loss']:.4f}")
+                    self.log({**self.extra, **record})
+                if self.after_step is not None:
+                    self.after_step(step, batch)
         progress.close()
         return window
