@@ -305,7 +305,8 @@ def test_training_pushes_with_push_to_hub(on_hub, tiny_model_dir, tmp_path, caps
         hub.files(f"{USER}/from-training"))
     assert hub.repo(f"{USER}/from-training").private
     # a push that fails after training keeps the model and says how to push it again
-    code = main([*common, "--output_dir", str(tmp_path / "again"), "--push_to_hub", "bob/not-mine"])
+    with hub.failing("commit", 403):
+        code = main([*common, "--output_dir", str(tmp_path / "again"), "--push_to_hub", f"{USER}/refused"])
     captured = capsys.readouterr()
     assert_one_line_error((code, captured.out, captured.err), "403", "the model is saved in", "hf-hybrid push")
     assert (tmp_path / "again" / "model.safetensors").is_file()
@@ -325,6 +326,7 @@ def test_push_to_hub_that_cannot_work_is_refused_before_training(on_hub, tiny_mo
 
     refused("not a repo id", "is not a Hub repo id")
     refused("just-a-name", "NAMESPACE/NAME")
+    refused("bob/not-mine", "may not write to namespace bob", f"--push_to_hub {USER}/not-mine")
     monkeypatch.setenv("HF_TOKEN", "hf_not_a_valid_token")
     refused(f"{USER}/bad-token", "refused the token", "nothing was trained")
     monkeypatch.delenv("HF_TOKEN")

@@ -56,7 +56,7 @@ from hf_hybrid.hub.cards import (
     render_dataset_card,
     render_model_card,
 )
-from hf_hybrid.hub.upload import PushResult, check_pr, check_token, folder_files, upload
+from hf_hybrid.hub.upload import PushResult, check_pr, check_write_access, folder_files, upload
 
 # never pushed from a model folder: pickled weights and training state, per-rank batch logs, the old card
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
@@ -85,9 +85,9 @@ def check_repo_id(repo_id: str) -> None:
 
 
 def check_push_ready(repo_id: str, token: str | None = None) -> None:
-    """What a push can check before the work that makes its files: the repo id and the token."""
+    """What a push can check before the work that makes its files: the repo id, the token, the namespace."""
     check_repo_id(repo_id)
-    check_token(token)
+    check_write_access(repo_id, token)
 
 
 def model_files(model_dir: Path) -> list[Path]:

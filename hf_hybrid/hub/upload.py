@@ -51,13 +51,19 @@ def folder_files(root: Path) -> list[Path]:
                                                                           p.relative_to(root).parts))
 
 
-def check_token(token: str | None = None) -> None:
+def check_write_access(repo_id: str, token: str | None = None) -> None:
     """Before long work whose result is to be pushed (training): a token exists and, when the Hub answers,
-    it accepts it. An unreachable Hub is only a warning here: the push after the work says it again."""
+    it accepts it and its user may write to the repo's namespace (their own or one of their organizations).
+    An unreachable Hub is only a warning here: the push after the work says it again."""
     token, source = _token(token)
     api = HfApi(token=token)
     try:
-        api.whoami()
+        me = api.whoami()
+        namespaces = {me["name"], *(org["name"] for org in me.get("orgs") or [])}
+        namespace = repo_id.split("/")[0]
+        if namespace not in namespaces:
+            raise PushError(f"the token from {source} is {me['name']}'s, who may not write to namespace {namespace} "
+                            f"(use --push_to_hub {me['name']}/{repo_id.split('/')[-1]}); nothing was trained")
     except HfHubHTTPError as err:
         if err.response.status_code == 401:
             raise PushError(f"the Hub at {api.endpoint} refused the token from {source} "
