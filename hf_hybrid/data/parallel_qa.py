@@ -312,7 +312,7 @@ def load_columns(dataset: Dataset, languages: list[str] | None = None, source: s
     return make_parallel_qa(rows, languages, source=source)
 
 
-def folderdescribe(path: Path) -> str | None:
+def folder_kind(path: Path) -> str | None:
     """"xquad" (xquad.<lang>.json), "saved" (save_to_disk), "repo" (a dataset repo folder with parquet
     files and a card, as `hf-hybrid data export parallel-qa` writes), "flores" (SIB-200's
     <lang_Script>/*.tsv), "xquad-r" (<lang>.json), or None."""
@@ -349,7 +349,7 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
         return load_demo(languages)
     path = Path(source)
     if path.is_dir():
-        kind = folderdescribe(path)
+        kind = folder_kind(path)
         if kind == "xquad":
             return load_xquad(path, languages)
         if kind == "saved":
