@@ -3,6 +3,7 @@ file and says what the caller expected in it (`datasets` itself answers a bad fi
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import datasets
@@ -32,6 +33,20 @@ def _root_cause(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
+@contextlib.contextmanager
+def _quiet():
+    """No progress bar nor log line of `datasets` while it reads a local file: a bad file ends in one line."""
+    verbosity, bars = datasets.logging.get_verbosity(), datasets.is_progress_bar_enabled()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if bars:
+            datasets.enable_progress_bars()
+
+
 def read_file(path: Path, expected: str) -> Dataset:
     """A .jsonl/.json/.csv/.parquet file as a Dataset of at least one row; `expected` ends each error."""
     if not path.is_file():
@@ -41,16 +56,13 @@ def read_file(path: Path, expected: str) -> Dataset:
     kind = FILE_KINDS[path.suffix]
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file; expected {expected}")
-    verbosity = datasets.logging.get_verbosity()
-    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its own "Failed to read" line: the error says it
     try:
-        ds = load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
+        with _quiet():
+            ds = load_dataset(FILE_BUILDERS[path.suffix], data_files=str(path), split="train")
     except Exception as err:  # noqa: BLE001 (`datasets`, pandas and pyarrow raise many types; one line suffices)
         if NO_ROWS in str(err):
             raise DataError(f"{path}: no rows; expected {expected}") from None
         raise DataError(f"{path}: not a readable {kind} file ({_root_cause(err)}); expected {expected}") from None
-    finally:
-        datasets.logging.set_verbosity(verbosity)
     if len(ds) == 0:
         raise DataError(f"{path}: no rows; expected {expected}")
     return ds

@@ -65,19 +65,16 @@ PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
 
 
 def check_model_folder(folder: Path) -> None:
-    """A local model folder has config.json and safetensors weights, or one line says what it lacks."""
+    """A local model folder has config.json, and safetensors weights if any: or one line says what it lacks."""
     if not (folder / "config.json").is_file():
         adapter = (folder / "adapter_config.json").is_file()
         hint = " (it holds a LoRA adapter: give it as --adapters)" if adapter else ""
         raise EncoderLoadError(f"no config.json in {folder}: not a saved model folder{hint}")
-    if list(folder.glob("*.safetensors")):
-        return
     pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
-    if pickled:
+    if pickled and not list(folder.glob("*.safetensors")):
         raise EncoderLoadError(f"{folder} has {', '.join(pickled)} but no .safetensors weights: hf-hybrid loads "
                                "safetensors only (a pickled file can run code); re-save the model with "
                                "save_pretrained where you trust the file")
-    raise EncoderLoadError(f"no model weights (model.safetensors) in {folder}")
 
 
 def hub_name(name_or_path: str) -> str:
