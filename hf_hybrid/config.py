@@ -55,7 +55,13 @@ def parse_config(config_class: type[T], argv: list[str] | None = None, prog: str
     parser = HfArgumentParser(config_class, prog=prog)
     if from_yaml:
         _check_yaml_types(parser, from_yaml, path)
-    (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
+    except ConfigError as err:  # a check names its field first: if the recipe gave it, name the recipe too
+        key = str(err).split(" ", 1)[0]
+        if key in from_yaml and not any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv):
+            raise ConfigError(f"{path}: {err}") from None
+        raise
     return config
 
 

@@ -184,3 +184,13 @@ def test_model_folders_that_are_not_models(tmp_path):
                           f"no config.json in {empty}: not a saved model folder")
     assert_one_line_error(run_cli("train", "--model", str(pickled)),
                           f"{pickled} has pytorch_model.bin but no .safetensors weights", "safetensors only")
+
+
+def test_yaml_value_that_makes_no_sense_names_the_file(tmp_path, capsys):
+    config = tmp_path / "recipe.yaml"
+    config.write_text("learning_rate: 0\n")
+    assert main_error(capsys, ["train", "--config", str(config)]) == \
+        f"error: {config}: learning_rate must be greater than 0, got 0.0"
+    # the flag wins, and the line does not blame the file for it
+    assert main_error(capsys, ["train", "--config", str(config), "--learning_rate", "-1"]) == \
+        "error: learning_rate must be greater than 0, got -1.0"
