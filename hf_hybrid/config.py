@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +53,46 @@ def parse_config(config_class: type[T], argv: list[str] | None = None, prog: str
         if unknown:
             raise ConfigError(f"{path}: unknown option(s) {', '.join(unknown)}")
     parser = HfArgumentParser(config_class, prog=prog)
-    (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
+    if from_yaml:
+        _check_yaml_types(parser, from_yaml, path)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=_as_flags(from_yaml) + argv)
+    except ConfigError as err:  # a check names its field first: if the recipe gave it, name the recipe too
+        key = str(err).split(" ", 1)[0]
+        if key in from_yaml and not any(a == f"--{key}" or a.startswith(f"--{key}=") for a in argv):
+            raise ConfigError(f"{path}: {err}") from None
+        raise
     return config
+
+
+def _expected(action: argparse.Action) -> str:
+    kind = {"int": "a whole number", "float": "a number", "string_to_bool": "true or false"}.get(
+        getattr(action.type, "__name__", ""), "text")
+    if action.choices:
+        kind = "one of " + ", ".join(map(str, action.choices))
+    return f"a list ({kind} each)" if action.nargs == "+" else kind
+
+
+def _check_yaml_types(parser: HfArgumentParser, values: dict, path: Path) -> None:
+    """Each YAML value converts as its flag's would; if not, one line names the file and the key
+    (argparse would print its usage and the flag, without the file)."""
+    for key, value in values.items():
+        action = next(a for a in parser._actions if f"--{key}" in a.option_strings)
+        many = action.nargs == "+"
+        if value is None:
+            continue
+        if isinstance(value, dict) or (isinstance(value, list) and not many) or \
+                (many and not isinstance(value, (list, str))):
+            raise ConfigError(f"{path}: {key}: expected {_expected(action)}, got {value!r}")
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, (dict, list)):
+                raise ConfigError(f"{path}: {key}: expected {_expected(action)}, got {value!r}")
+            try:
+                converted = (action.type or str)(str(item))
+            except (ValueError, TypeError, argparse.ArgumentTypeError):
+                raise ConfigError(f"{path}: {key}: expected {_expected(action)}, got {item!r}") from None
+            if action.choices and converted not in action.choices:
+                raise ConfigError(f"{path}: {key}: expected {_expected(action)}, got {item!r}")
 
 
 def at_least(args, minimum: float, *names: str) -> None:
@@ -67,6 +107,19 @@ def positive(args, *names: str) -> None:
     for name in names:
         if not getattr(args, name) > 0:
             raise ConfigError(f"{name} must be greater than 0, got {getattr(args, name)}")
+
+
+def check_output_dir(path: str | Path | None) -> None:
+    """An output folder that can be made and written, checked before any work: not a file, not under one."""
+    if not path:
+        return
+    path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        why = "is a file, not a folder" if existing == path else f"cannot be made: {existing} is a file"
+        raise ConfigError(f"output_dir {path} {why}; give another --output_dir")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output_dir {path}: no permission to write in {existing}")
 
 
 def redefault(mixin: type, name: str, value, help: str | None = None):

@@ -125,3 +125,54 @@ def test_saved_dataset_folder_is_not_taken_for_xquad_r(tmp_path):
     assert len(load_parallel_qa(str(tmp_path / "saved"))) == 120
     bench = load_benchmark(str(tmp_path / "saved"))
     assert bench.languages == ["en", "sw"] and len(bench.candidates["en"]) == 60
+
+
+def test_wrong_typed_rows():
+    with pytest.raises(DataError, match="rows.jsonl: row 2: 'query' is a number \\(5\\); expected text"):
+        make_parallel_qa([row("g", "en"), row("g", "de", query=5)], source="rows.jsonl")
+    with pytest.raises(DataError, match="row 1: 'passage' is a list; expected text"):
+        make_parallel_qa([row("g", "en", passage=["a"])])
+    with pytest.raises(DataError, match="row 1: 'lang' is true/false \\(True\\); expected text"):
+        make_parallel_qa([row("g", True)])
+    with pytest.raises(DataError, match="row 1: 'hard_negatives' is a str; expected a list of texts"):
+        make_parallel_qa([row("g", "en", hard_negatives="one")])
+    with pytest.raises(DataError, match="row 1 is a str; expected an object with group_id, lang, query, passage"):
+        make_parallel_qa(["g en q p"])
+    assert make_parallel_qa([row(7, "en")])["group_id"] == ["7"]  # a numeric group id is an id
+
+
+def test_squad_files_of_another_shape(tmp_path):
+    for name, content, message in [
+        ("xquad.en.json", "[]", "expected SQuAD JSON with a non-empty 'data' list"),
+        ("xquad.en.json", '{"data": [{"title": "T"}]}', "article 0 is not in SQuAD's shape"),
+        ("xquad.en.json", '{"data": [{"paragraphs": [{"context": "c", "qas": [{"id": "1"}]}]}]}',
+         "article 0 is not in SQuAD's shape"),
+    ]:
+        (tmp_path / name).write_text(content)
+        with pytest.raises(DataError, match=message):
+            load_parallel_qa(str(tmp_path))
+
+
+def test_bad_dapt_text_sources(tmp_path):
+    from hf_hybrid.data.text import load_texts
+
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "header.csv").write_text("text,lang\n")
+    (tmp_path / "malformed.json").write_text('{"text": ')
+    (tmp_path / "numbers.jsonl").write_text('{"text": 5, "lang": "sw"}\n')
+    (tmp_path / "corrupt.parquet").write_text("not parquet")
+    Dataset.from_dict({"body": ["a text"]}).to_parquet(str(tmp_path / "columns.parquet"))
+    Dataset.from_dict({"text": []}).save_to_disk(str(tmp_path / "saved-empty"))
+    (tmp_path / "folder").mkdir()
+    expected = "expected a 'text' column, and a 'lang' column unless the file holds one language"
+    for name, message in [("empty.csv", f"empty file; {expected}"), ("header.csv", f"no rows; {expected}"),
+                          ("malformed.json", "not a readable JSON file"),
+                          ("numbers.jsonl", "row 1: 'text' is a number \\(5\\); expected text"),
+                          ("corrupt.parquet", "not a readable Parquet file"),
+                          ("columns.parquet", "expected a 'text' column \\(found body\\)"),
+                          ("saved-empty", "a saved dataset with no rows"),
+                          ("folder", "not a MasakhaNEWS folder .* nor a save_to_disk folder")]:
+        with pytest.raises(DataError, match=f"{tmp_path / name}: {message}"):
+            load_texts(str(tmp_path / name), "sw")
+    Dataset.from_dict({"text": ["a text", "un texte"], "lang": ["sw", "fr"]}).save_to_disk(str(tmp_path / "ok"))
+    assert load_texts(str(tmp_path / "ok"), "sw") == ["a text"]

@@ -65,3 +65,52 @@ def test_mteb_wrapper_gives_the_same_embeddings(tiny_model_dir):
         theirs = wrapped.encode(loader, task_metadata=metadata, hf_split="test", hf_subset="de",
                                 prompt_type=prompt_type)
         np.testing.assert_allclose(np.asarray(theirs), encoder.encode(TEXTS, kind).numpy(), atol=1e-5)
+
+
+def test_folders_that_are_not_saved_models(tmp_path):
+    from hf_hybrid.training.mlm import load_mlm
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text("{}")
+    no_weights = tmp_path / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text('{"model_type": "bert"}')
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text('{"model_type": "bert"}')
+    (pickled / "pytorch_model.bin").write_bytes(b"")
+    cases = [(empty, f"no config.json in {empty}: not a saved model folder$"),
+             (adapter, "not a saved model folder \\(it holds a LoRA adapter: give it as --adapters\\)"),
+             (no_weights, "cannot load .*'.*no-weights'.*: Error no file named model.safetensors"),
+             (pickled, f"{pickled} has pytorch_model.bin but no .safetensors weights: .* loads safetensors only")]
+    for folder, message in cases:
+        for load in (Encoder.from_pretrained, load_mlm):
+            with pytest.raises(EncoderLoadError, match=message):
+                load(str(folder))
+
+
+def test_adapter_on_another_base_names_adapter_base_and_model(tiny_model_dir, tmp_path):
+    import json
+
+    from hf_hybrid.errors import AdapterError
+    from hf_hybrid.models.adapters import check_base, compose, save_signature
+
+    trained_on = Encoder.from_pretrained(str(tiny_model_dir))
+    adapter = tmp_path / "dapt" / "adapters" / "sw"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text("{}")
+    save_signature(trained_on.model, adapter)
+    (adapter / "dapt.json").write_text(json.dumps({"language": "sw", "base_model": "org/base-model"}))
+    check_base(trained_on.model, adapter, trained_on.name)  # its own base passes
+    other = Encoder.from_pretrained(str(tiny_model_dir))
+    with torch.no_grad():
+        other.model.get_input_embeddings().weight.normal_()
+    with pytest.raises(AdapterError) as err:
+        compose(other, "route", str(tmp_path / "dapt"), ["sw"])
+    message = str(err.value)
+    assert message.startswith(f"the sw adapter {adapter} was trained on org/base-model, not on the model it was put "
+                              f"on, {tiny_model_dir} (word embeddings agree at cosine ")
+    assert message.endswith("): use it with org/base-model")

@@ -11,28 +11,43 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from datasets import Dataset, load_dataset, load_from_disk
+from datasets import Dataset, load_dataset
 
+from hf_hybrid.data.files import FILE_BUILDERS, describe, read_file, read_saved
 from hf_hybrid.errors import DataError
 from hf_hybrid.languages import known_code, mteb_language_code, normalize_lang
 
 DEMO_PATH = Path(__file__).parent / "samples" / "demo_qa.jsonl"
 DEMO_LANGUAGES = ("en", "de", "es", "fr", "sw", "id")
-# the `datasets` builder that reads each data file type
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+FIELDS = ("group_id", "lang", "query", "passage")
+EXPECTED = "rows with the texts group_id, lang, query, passage (or query_<lang> and passage_<lang> columns)"
+
+
+def _check_row(row, n: int, source: str) -> None:
+    """Row `n` (from 1) has the four fields as text (a group id may be a number), hard_negatives a list of texts."""
+    if not isinstance(row, dict):
+        raise DataError(f"{source}: row {n} is {describe(row)}; expected an object with {', '.join(FIELDS)}")
+    for key in FIELDS:
+        value = row.get(key)
+        allowed = (str, int) if key == "group_id" else str
+        if value is not None and (isinstance(value, bool) or not isinstance(value, allowed)):
+            raise DataError(f"{source}: row {n}: {key!r} is {describe(value)}; expected text")
+        if value is None or not str(value).strip():
+            raise DataError(f"{source}: row {row.get('group_id', '?')!r} has an empty {key!r}")
+    negatives = row.get("hard_negatives")
+    if negatives is not None and not (isinstance(negatives, list) and all(isinstance(t, str) for t in negatives)):
+        raise DataError(f"{source}: row {n}: 'hard_negatives' is {describe(negatives)}; expected a list of texts")
 
 
 def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, source: str = "data") -> Dataset:
     """Validate rows into a ParallelQA dataset: codes normalised, no empty text, and every group
     has exactly one row per language (all of `languages`, or all languages seen)."""
     if not rows:
-        raise DataError(f"{source}: no rows")
+        raise DataError(f"{source}: no rows; expected {EXPECTED}")
     wanted = [normalize_lang(lang) for lang in languages] if languages else None
     by_group: dict[str, dict[str, dict]] = defaultdict(dict)
-    for row in rows:
-        for key in ("group_id", "lang", "query", "passage"):
-            if not str(row.get(key, "")).strip():
-                raise DataError(f"{source}: row {row.get('group_id', '?')!r} has an empty {key!r}")
+    for n, row in enumerate(rows, 1):
+        _check_row(row, n, source)
         lang = normalize_lang(row["lang"])
         if wanted and lang not in wanted:
             continue
@@ -40,11 +55,11 @@ def make_parallel_qa(rows: list[dict], languages: list[str] | None = None, sourc
         if lang in by_group[group]:
             raise DataError(f"{source}: group {group!r} has two rows in language {lang!r}")
         by_group[group][lang] = {
-            "group_id": group, "lang": lang, "query": str(row["query"]), "passage": str(row["passage"]),
+            "group_id": group, "lang": lang, "query": row["query"], "passage": row["passage"],
             "article_id": str(row.get("article_id") or group), "title": str(row.get("title") or ""),
         }
         if row.get("hard_negatives") is not None:
-            by_group[group][lang]["hard_negatives"] = [str(n) for n in row["hard_negatives"]]
+            by_group[group][lang]["hard_negatives"] = row["hard_negatives"]
     all_langs = wanted or sorted({lang for g in by_group.values() for lang in g})
     out = []
     for group, per_lang in by_group.items():
@@ -113,11 +128,26 @@ def _squad_files(directory: Path, pattern: str, languages: list[str] | None) -> 
     return found
 
 
+def _is_qa(qa) -> bool:
+    answers = qa.get("answers") if isinstance(qa, dict) else None
+    return (isinstance(qa, dict) and "id" in qa and isinstance(qa.get("question"), str) and isinstance(answers, list)
+            and bool(answers) and all(isinstance(x, dict) and isinstance(x.get("answer_start"), int) for x in answers))
+
+
 def _squad_articles(path: Path) -> list[dict]:
-    data = _read_json(path).get("data")
-    if not isinstance(data, list) or not data:
+    """The articles of a SQuAD v1.1 file, each paragraph checked for a context and questions with answers."""
+    data = _read_json(path)
+    articles = data.get("data") if isinstance(data, dict) else None
+    if not isinstance(articles, list) or not articles:
         raise DataError(f"{path}: expected SQuAD JSON with a non-empty 'data' list")
-    return data
+    for a, article in enumerate(articles):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list) or not all(
+                isinstance(p, dict) and isinstance(p.get("context"), str) and isinstance(p.get("qas"), list)
+                and all(map(_is_qa, p["qas"])) for p in paragraphs):
+            raise DataError(f"{path}: article {a} is not in SQuAD's shape (expected paragraphs with a 'context' "
+                            "and 'qas': id, question, answers with answer_start)")
+    return articles
 
 
 def load_xquad(directory: str | Path, languages: list[str] | None = None) -> Dataset:
@@ -288,7 +318,7 @@ def folder_kind(path: Path) -> str | None:
     <lang_Script>/*.tsv), "xquad-r" (<lang>.json), or None."""
     if list(path.glob("xquad.*.json")):
         return "xquad"
-    if (path / "dataset_info.json").is_file() or (path / "state.json").is_file():
+    if any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
         return "saved"
     if (path / "README.md").is_file() and list(path.glob("*/*.parquet")):
         return "repo"
@@ -303,6 +333,15 @@ def is_hub_id(source: str) -> bool:
     return source.count("/") == 1 and not Path(source).exists()
 
 
+def _load_repo(source: str, split: str, where: str) -> Dataset:
+    """A Hub dataset or a dataset repo folder, through its card's configs."""
+    try:
+        return load_dataset(source, split=split)
+    except Exception as err:  # noqa: BLE001 (the Hub and `datasets` raise many types; one line is what the user needs)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"cannot load dataset {source!r} {where}: {reason}") from None
+
+
 def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train") -> Dataset:
     """One entry point: `demo`, an XQuAD or XQuAD-R folder, a .jsonl/.json/.csv/.parquet file,
     a folder saved with `save_to_disk`, or a Hub dataset id."""
@@ -314,25 +353,20 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
         if kind == "xquad":
             return load_xquad(path, languages)
         if kind == "saved":
-            return load_columns(load_from_disk(str(path)), languages, source=source)
+            return load_columns(read_saved(path, EXPECTED, split), languages, source=source)
         if kind == "xquad-r":
             return load_xquad_r(path, languages)
         if kind == "flores":
             return load_flores(path, languages)
         if kind == "repo":
-            return load_columns(load_dataset(str(path), split=split), languages, source=source)
+            return load_columns(_load_repo(source, split, "from its folder"), languages, source=source)
         raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
-    if path.suffix in FILE_BUILDERS and not path.is_file():
-        raise DataError(f"file not found: {path}")
     if path.suffix == ".jsonl":
+        if not path.is_file():
+            raise DataError(f"file not found: {path}")
         return make_parallel_qa(_read_jsonl(path), languages, source=source)
-    if path.suffix in (".json", ".csv", ".parquet"):
-        builder = FILE_BUILDERS[path.suffix]
-        return load_columns(load_dataset(builder, data_files=str(path), split="train"), languages, source=source)
+    if path.suffix in FILE_BUILDERS:
+        return load_columns(read_file(path, EXPECTED), languages, source=source)
     if is_hub_id(source):
-        try:
-            ds = load_dataset(source, split=split)
-        except Exception as err:  # noqa: BLE001 (the Hub raises many types; one line is what the user needs)
-            raise DataError(f"cannot load dataset {source!r} from the Hub: {str(err).splitlines()[0]}") from None
-        return load_columns(ds, languages, source=source)
+        return load_columns(_load_repo(source, split, "from the Hub"), languages, source=source)
     raise DataError(f"data source not found: {source!r} (expected 'demo', a folder, a file or a Hub dataset id)")

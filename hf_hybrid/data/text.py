@@ -18,11 +18,15 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from hf_hybrid.data.parallel_qa import FILE_BUILDERS, flores_folders, load_parallel_qa
+from datasets import load_dataset
+
+from hf_hybrid.data.files import FILE_BUILDERS, describe, read_file, read_saved
+from hf_hybrid.data.parallel_qa import flores_folders, folder_kind, load_parallel_qa
 from hf_hybrid.errors import DataError
 from hf_hybrid.languages import known_code, normalize_lang, three_letter_code
 
 NGRAM = 8
+EXPECTED = "a 'text' column, and a 'lang' column unless the file holds one language (named with {lang})"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
@@ -52,29 +56,27 @@ def _masakhanews_folders(root: Path) -> dict[str, Path]:
 
 def _from_dataset(source: str, lang: str) -> list[str]:
     """Texts of one language from a file, a saved dataset or a Hub dataset with `text` (+ `lang`) columns."""
-    from datasets import load_dataset, load_from_disk
-
     path = Path(source)
-    try:
-        if path.is_dir():
-            ds = load_from_disk(str(path))
-        elif path.is_file():
-            builder = FILE_BUILDERS.get(path.suffix)
-            if builder is None:
-                raise DataError(f"{path}: unsupported file type (expected .txt, .jsonl, .json, .csv or .parquet)")
-            ds = load_dataset(builder, data_files=str(path), split="train")
-        else:
+    if path.is_dir():
+        ds = read_saved(path, EXPECTED)
+    elif path.is_file():
+        ds = read_file(path, EXPECTED)
+    else:
+        try:
             ds = load_dataset(source, split="train")
-    except DataError:
-        raise
-    except Exception as err:  # noqa: BLE001 (datasets and the Hub raise many types; one line is what the user needs)
-        raise DataError(f"cannot load text from {source!r}: {str(err).splitlines()[0]}") from None
+        except Exception as err:  # noqa: BLE001 (the Hub raises many types; one line is what the user needs)
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise DataError(f"cannot load text from {source!r}: {reason}") from None
     if "text" not in ds.column_names:
         raise DataError(f"{source}: expected a 'text' column (found {', '.join(ds.column_names)})")
+    texts = ds["text"]
+    wrong = next((n for n, t in enumerate(texts, 1) if t is not None and not isinstance(t, str)), None)
+    if wrong is not None:
+        raise DataError(f"{source}: row {wrong}: 'text' is {describe(texts[wrong - 1])}; expected text")
     if "lang" in ds.column_names:
-        return [t for t, code in zip(ds["text"], ds["lang"], strict=True)
-                if t and t.strip() and known_code(code) == lang]
-    return [t for t in ds["text"] if t and t.strip()]
+        return [t for t, code in zip(texts, ds["lang"], strict=True)
+                if t and t.strip() and known_code(str(code)) == lang]
+    return [t for t in texts if t and t.strip()]
 
 
 def load_texts(source: str, lang: str) -> list[str]:
@@ -102,6 +104,9 @@ def load_texts(source: str, lang: str) -> list[str]:
             # only the train split: dev and test stay evaluation text
             return [t for f in matches if (f / "train.tsv").is_file()
                     for t in _tsv_column_texts(f / "train.tsv", ("text",))]
+        if folder_kind(path) != "saved":
+            raise DataError(f"{path}: not a MasakhaNEWS folder (<lang>/*.tsv with a headline column), a SIB-200 "
+                            "folder (<lang_Script>/*.tsv) nor a save_to_disk folder")
     if path.suffix == ".txt":
         if not path.is_file():
             raise DataError(f"file not found: {path}")

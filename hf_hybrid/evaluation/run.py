@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from hf_hybrid import tables
-from hf_hybrid.config import DataArgs, ModelArgs
+from hf_hybrid.config import DataArgs, ModelArgs, check_output_dir
 from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
 from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
@@ -46,6 +46,7 @@ class EvalConfig(ModelArgs, DataArgs, AdapterOptions):
 
 
 def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
+    check_output_dir(cfg.output_dir)
     bench = load_benchmark(cfg.data, cfg.languages, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction,
                            cfg.all_sentences)
     if encoder is None:
@@ -114,6 +115,7 @@ def _mteb_task(name: str, languages: list[str] | None):
 
 def run_tasks(cfg: EvalConfig) -> dict:
     """Evaluate one model on project and MTEB tasks through mteb.evaluate; mteb's JSON goes to output_dir."""
+    check_output_dir(cfg.output_dir)
     import mteb
     from sentence_transformers import SentenceTransformer
 

@@ -106,13 +106,15 @@ def check_base(model, folder: Path, model_name: str) -> None:
     saved = load_file(str(signature_path))
     weight = model.get_input_embeddings().weight.detach().float().cpu()
     trained_on = info.get("base_model", "another model")
+    adapter = f"the {info['language']} adapter {folder}" if info.get("language") else f"the adapter {folder}"
+    fix = f"use it with {trained_on}" if "base_model" in info else "use it with the model it was trained on"
     if weight.shape[1] != saved["embeddings"].shape[1] or int(saved["rows"].max()) >= weight.shape[0]:
-        raise AdapterError(f"adapter {folder} was trained on {trained_on}, a model of another shape than "
-                           f"{model_name}: load it onto the model it was trained on")
+        raise AdapterError(f"{adapter} was trained on {trained_on}, a model of another shape than the model "
+                           f"it was put on, {model_name}: {fix}")
     cosine = torch.nn.functional.cosine_similarity(weight[saved["rows"]], saved["embeddings"], dim=-1).mean().item()
     if cosine < SAME_BASE_COSINE:
-        raise AdapterError(f"adapter {folder} was trained on {trained_on}, not on {model_name} (word embeddings "
-                           f"agree at cosine {cosine:.2f}): load it onto the model it was trained on")
+        raise AdapterError(f"{adapter} was trained on {trained_on}, not on the model it was put on, {model_name} "
+                           f"(word embeddings agree at cosine {cosine:.2f}): {fix}")
 
 
 def _load(model, folders: dict[str, Path], model_name: str, check: bool = True):
@@ -149,7 +151,7 @@ def merge_adapters(encoder, source: str, languages: list[str], weights: list[flo
     languages = [normalize_lang(lang) for lang in languages]
     weights = check_weights(languages, weights)
     folders = {lang: find_adapter(source, lang) for lang in languages}
-    peft_model = _load(encoder.model, folders, source)
+    peft_model = _load(encoder.model, folders, encoder.name)
     if len(languages) == 1 and weights[0] == 1.0:
         peft_model.set_adapter(languages[0])
     else:
@@ -177,7 +179,7 @@ def route_adapters(encoder, source: str, languages: list[str] | None = None, che
         raise AdapterError(f"no adapters to route in {source} (adapters there: {', '.join(found) or 'none'})")
     if detect:
         encoder.langid = LanguageIdentifier.from_adapters({lang: found[lang] for lang in languages})
-    encoder.model = _load(encoder.model, {lang: found[lang] for lang in languages}, source, check)
+    encoder.model = _load(encoder.model, {lang: found[lang] for lang in languages}, encoder.name, check)
     encoder.routed = set(languages)
     encoder.composition = {"composition": "route", "adapters": source, "languages": languages, "detect": detect}
 

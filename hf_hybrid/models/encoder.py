@@ -44,6 +44,7 @@ class Encoder(nn.Module):
         self._unrouted_seen: set[str] = set()
         self.langid = None  # with routed adapters: detects each text's language at encode time (hf_hybrid.langid)
         self.composition: dict | None = None
+        self.name = getattr(model, "name_or_path", "") or "the encoder"  # for messages; from_pretrained's argument
         self.train(model.training)  # a loaded model is in eval mode, and so is the encoder around it
 
     @classmethod
@@ -75,9 +76,13 @@ class Encoder(nn.Module):
                                passage_prefix=passage_prefix, max_length=max_length).items():
             if value is not None:
                 settings[key] = value
-        model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        try:
+            model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (OSError, ValueError) as err:
+            raise EncoderLoadError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None
         encoder = cls(model, tokenizer, **settings)
+        encoder.name = str(name_or_path)
         # saved with routed language adapters: they come back
         if folder and (folder / st_layout.ROUTING_FILE).is_file():
             routing = json.loads((folder / st_layout.ROUTING_FILE).read_text())

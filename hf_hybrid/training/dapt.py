@@ -23,7 +23,7 @@ from accelerate.utils import set_seed
 from peft import get_peft_model
 from safetensors.torch import save_file
 
-from hf_hybrid.config import LoopArgs, LoraArgs, ModelArgs, at_least, positive, redefault
+from hf_hybrid.config import LoopArgs, LoraArgs, ModelArgs, at_least, check_output_dir, positive, redefault
 from hf_hybrid.data.text import load_corpus
 from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.langid import fit_profile, save_profile
@@ -233,6 +233,7 @@ def _load_corpora(cfg: DaptConfig) -> dict[str, dict]:
 
 def train_dapt(cfg: DaptConfig) -> Path:
     """Train and save one adapter per language under output_dir/adapters/<lang>/; returns output_dir."""
+    check_output_dir(cfg.output_dir)
     corpora = _load_corpora(cfg)
     accelerator = make_accelerator(cfg)
     output_dir = Path(cfg.output_dir)

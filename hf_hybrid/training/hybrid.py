@@ -23,6 +23,7 @@ from hf_hybrid.config import (
     LoraArgs,
     ModelArgs,
     at_least,
+    check_output_dir,
     positive,
     redefault,
 )
@@ -259,6 +260,7 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
 
 def train(cfg: HybridTrainingConfig) -> Path:
     """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
+    check_output_dir(cfg.output_dir)
     if cfg.push_to_hub:  # a push that cannot work is refused before training, not after
         check_push_ready(cfg.push_to_hub)
     accelerator = make_accelerator(cfg)
