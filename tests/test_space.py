@@ -219,7 +219,7 @@ def test_browser(tiny_model_dir, tmp_path):
             sync_api.expect(status).to_contain_text("Searched 2 passages")
             # a model that does not exist, chosen in the UI: a message, the old models stay
             page.get_by_text("Models", exact=True).click()
-            model_b = page.locator("#model-b textarea")
+            model_b = page.locator("#model-b input")
             model_b.fill(str(tmp_path / "no-such-model"))
             model_b.press("Tab")  # let Gradio take the value before the click
             sync_api.expect(model_b).to_have_value(str(tmp_path / "no-such-model"))

@@ -233,6 +233,9 @@ def prepare(models: list[str] | None, compare: str | None = None, collection: st
 def launch(app, host: str | None = None, port: int | None = None, share: bool = False, block: bool = True,
            concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE):
     """Queue and serve the app; Gradio refuses uploads over MAX_UPLOAD_BYTES while they stream in."""
+    # Gradio rebuilds its /monitoring summary (a DataFrame of up to 10,000 past events) after every event;
+    # every 100 events is enough and keeps a busy Space's per-query cost flat.
+    os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
     app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
                max_file_size=MAX_UPLOAD_BYTES)
