@@ -124,3 +124,13 @@ def test_small_load_all_answered(tiny_model_dir):
                                "--timeout", "240"])
     assert summary["answered"] == 9 and summary["failed"] == 0
     assert summary["peak_rss_mb"] > 0 and summary["p99_ms"] >= summary["p50_ms"] > 0
+
+
+def test_allow_models_from_the_command_line_or_the_environment(monkeypatch):
+    import argparse
+
+    monkeypatch.setenv("HF_HYBRID_ALLOW_MODELS", "org/model-a  ./local-b")
+    parser = argparse.ArgumentParser()
+    space_app.add_run_arguments(parser)
+    assert parser.parse_args([]).allow_models == ["org/model-a", "./local-b"]
+    assert parser.parse_args(["--allow-models", "x", "y"]).allow_models == ["x", "y"]
