@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 from hf_hybrid.data.parallel_qa import load_demo
-from hf_hybrid.space import search
-from hf_hybrid.space.app import build_app
+from hf_hybrid.space import corpus, search
+from hf_hybrid.space.app import build_app, launch
 
 
 def sib200_pairs(directory: Path) -> list[tuple[str, str]]:
@@ -65,20 +65,20 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def sample_collection(args, rng: random.Random) -> tuple[search.Collection, str]:
+def sample_collection(args, rng: random.Random) -> tuple[corpus.Collection, str]:
     """A seeded sample of --passages XQuAD-R (or SIB-200) sentences, and where they came from."""
     if Path(args.xquad_r).is_dir():
-        coll = search.xquad_r_collection(args.xquad_r)
+        coll = corpus.xquad_r_collection(args.xquad_r)
         pairs, source = list(zip(coll.langs, coll.texts, strict=True)), f"XQuAD-R ({args.xquad_r})"
     else:
         pairs, source = sib200_pairs(Path(args.sib200)), f"SIB-200 ({args.sib200})"
     if len(pairs) > args.passages:
         pairs = rng.sample(pairs, args.passages)
     name = f"{len(pairs)} {source.split()[0]} passages"
-    return search.Collection(name, [t for _, t in pairs], [lang for lang, _ in pairs]), source
+    return corpus.Collection(name, [t for _, t in pairs], [lang for lang, _ in pairs]), source
 
 
-def time_run_query(args, coll: search.Collection, questions: list[str]) -> None:
+def time_run_query(args, coll: corpus.Collection, questions: list[str]) -> None:
     for q in questions[: args.warmup]:
         search.run_query([args.model], coll, q, args.k)
     times = []
@@ -90,14 +90,13 @@ def time_run_query(args, coll: search.Collection, questions: list[str]) -> None:
     report(f"run_query (encode + faiss top-{args.k} of {len(coll)} + formatting)", times)
 
 
-def time_http(args, coll: search.Collection, questions: list[str]) -> None:
+def time_http(args, coll: corpus.Collection, questions: list[str]) -> None:
     from gradio_client import Client
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = build_app([args.model], coll)
-    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app = launch(build_app([args.model], coll), "127.0.0.1", port, block=False)
     try:
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
         for q in questions[: args.warmup]:

