@@ -13,8 +13,9 @@
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]
         runs or study folders -> report.md + plots
-    hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--collection demo|xquad-r|FILE ...] [--port N]
-        the Gradio demo
+    hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--allow-models ID_OR_DIR ...]
+                        [--collection demo|xquad-r|FILE ...] [--port N]
+        the Gradio demo (visitors may load only the models named here)
     hf-hybrid space push --repo-id USER/NAME [--private] [--token TOKEN] [--dry-run OUT_DIR]
         upload spaces/hf-hybrid-demo as a Space
     hf-hybrid push MODEL_DIR | --dataset DIR | --adapters DAPT_DIR --repo-id USER/NAME [--adapter-repos]
