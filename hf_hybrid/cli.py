@@ -52,11 +52,17 @@ def exit_on_user_error(fn):
     return wrapper
 
 
+def _log_training() -> None:
+    """The toolkit's INFO lines and every library's warnings on stderr; the libraries' INFO chatter stays off."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hf_hybrid").setLevel(logging.INFO)
+
+
 @exit_on_user_error
 def train_command(argv: list[str]) -> int:
     from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_training()
     train(parse_config(HybridTrainingConfig, argv, prog="hf-hybrid train"))
     return 0
 
@@ -65,7 +71,7 @@ def train_command(argv: list[str]) -> int:
 def dapt_command(argv: list[str]) -> int:
     from hf_hybrid.training.dapt import DaptConfig, train_dapt
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _log_training()
     train_dapt(parse_config(DaptConfig, argv, prog="hf-hybrid dapt"))
     return 0
 
