@@ -73,6 +73,22 @@ def test_too_large_upload_is_refused_before_the_event(space, tmp_path):
     assert reply.status_code == 413 and "maximum allowed size" in reply.text
 
 
+def test_an_upload_request_larger_than_the_files_allowed_is_refused_before_it_is_read(space):
+    import httpx
+
+    url, _ = space
+    cap = corpus.MAX_UPLOAD_FILES * corpus.MAX_UPLOAD_BYTES + (1 << 16)
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as conn:  # the headers alone: no body is sent
+        conn.sendall(f"POST /gradio_api/upload HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; "
+                     f"boundary=x\r\nContent-Length: {cap + 1}\r\n\r\n".encode())
+        reply = conn.recv(4096).decode()
+    assert reply.startswith("HTTP/1.1 413") and "an upload request may hold at most" in reply
+    small = httpx.post(url + "gradio_api/upload", files=[("files", ("ok.txt", b"a passage\n", "text/plain"))],
+                       timeout=60)
+    assert small.status_code == 200  # an ordinary upload still goes through
+
+
 def test_shell_script_upload_is_refused(space, tmp_path):
     from gradio_client.exceptions import AppError
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from hf_hybrid.errors import SpaceError
 from hf_hybrid.space.corpus import (
     MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_FILES,
     UPLOAD_TYPES,
     Collection,
     demo_collection,
@@ -230,15 +231,38 @@ def prepare(models: list[str] | None, compare: str | None = None, collection: st
     return names, coll
 
 
+class UploadRequestLimit:
+    """ASGI middleware: Gradio's upload route stores up to 1,000 files of any type per request before an event
+    sees them; a request to it larger than `max_bytes`, or without a length, is refused before it is read."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].endswith("/upload"):
+            length = dict(scope["headers"]).get(b"content-length", b"")
+            status = 411 if not length.isdigit() else 413 if int(length) > self.max_bytes else None
+            if status is not None:
+                text = f"an upload request may hold at most {self.max_bytes // (1024 * 1024)} MB".encode()
+                headers = [(b"content-type", b"text/plain"), (b"content-length", str(len(text)).encode())]
+                await send({"type": "http.response.start", "status": status, "headers": headers})
+                await send({"type": "http.response.body", "body": text})
+                return
+        await self.app(scope, receive, send)
+
+
 def launch(app, host: str | None = None, port: int | None = None, share: bool = False, block: bool = True,
            concurrency: int = CONCURRENCY, queue_size: int = QUEUE_SIZE):
-    """Queue and serve the app; Gradio refuses uploads over MAX_UPLOAD_BYTES while they stream in."""
+    """Queue and serve the app; Gradio refuses files over MAX_UPLOAD_BYTES while they stream in, and an upload
+    request over MAX_UPLOAD_FILES such files is refused before it is read."""
+    from starlette.middleware import Middleware  # comes with gradio
     # Gradio rebuilds its /monitoring summary (a DataFrame of up to 10,000 past events) after every event;
     # every 100 events is enough and keeps a busy Space's per-query cost flat.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
     app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
+    request_limit = Middleware(UploadRequestLimit, max_bytes=MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES + (1 << 16))
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
-               max_file_size=MAX_UPLOAD_BYTES)
+               max_file_size=MAX_UPLOAD_BYTES, app_kwargs={"middleware": [request_limit]})
     return app
 
 
