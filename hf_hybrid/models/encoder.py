@@ -3,6 +3,7 @@ saved in the sentence-transformers layout so `SentenceTransformer(path)` and `mt
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import logging as hf_logging
 
 from hf_hybrid.errors import ConfigError, EncoderLoadError
 from hf_hybrid.models import st_layout
@@ -22,6 +24,19 @@ logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
 TEXT_KINDS = ("query", "passage")
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """transformers' "Loading weights" bar off while a model loads: loading takes a moment, and a command that
+    then stops on bad input should end in its one error line, not after a progress bar."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 class Encoder(nn.Module):
@@ -77,7 +92,8 @@ class Encoder(nn.Module):
             if value is not None:
                 settings[key] = value
         try:
-            model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
+            with quiet_loading():
+                model = AutoModel.from_pretrained(path, config=config, **model_kwargs)
             tokenizer = AutoTokenizer.from_pretrained(path)
         except (OSError, ValueError) as err:
             raise EncoderLoadError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from hf_hybrid.errors import DataError, EncoderLoadError
+from hf_hybrid.models.encoder import quiet_loading
 from hf_hybrid.models.offline import resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -134,7 +135,8 @@ def load_mlm(model: str):
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the missing head is reported in one line below, not a load table
     try:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
+        with quiet_loading():
+            mlm, info = AutoModelForMaskedLM.from_pretrained(path, config=config, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise EncoderLoadError(f"cannot load {model!r} as a masked LM: {str(err).splitlines()[0]}") from None
     finally:
