@@ -19,7 +19,7 @@ from pathlib import Path
 from hf_hybrid.errors import SpaceError
 from hf_hybrid.space.corpus import (
     MAX_UPLOAD_BYTES,
-    MAX_UPLOAD_FILES,
+    MAX_UPLOAD_REQUEST_BYTES,
     UPLOAD_TYPES,
     Collection,
     demo_collection,
@@ -260,7 +260,7 @@ def launch(app, host: str | None = None, port: int | None = None, share: bool = 
     # every 100 events is enough and keeps a busy Space's per-query cost flat.
     os.environ.setdefault("GRADIO_ANALYTICS_CACHE_FREQUENCY", "100")
     app.queue(default_concurrency_limit=concurrency, max_size=queue_size)
-    request_limit = Middleware(UploadRequestLimit, max_bytes=MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES + (1 << 16))
+    request_limit = Middleware(UploadRequestLimit, max_bytes=MAX_UPLOAD_REQUEST_BYTES)
     app.launch(server_name=host, server_port=port, share=share, prevent_thread_lock=not block, quiet=not block,
                max_file_size=MAX_UPLOAD_BYTES, app_kwargs={"middleware": [request_limit]})
     return app

@@ -17,6 +17,7 @@ from hf_hybrid.languages import normalize_lang
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024  # per file; Gradio refuses larger uploads before they reach the disk
 MAX_UPLOAD_FILES = 10
+MAX_UPLOAD_REQUEST_BYTES = MAX_UPLOAD_FILES * MAX_UPLOAD_BYTES + (1 << 16)  # one request: the files + form
 MAX_UPLOAD_PASSAGES = 10_000  # what a visitor's upload may make the Space encode
 MAX_PASSAGES = 100_000  # the owner's own collection (--collection FILE ...)
 UPLOAD_TYPES = (".txt", ".jsonl", ".csv")

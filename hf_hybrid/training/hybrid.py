@@ -191,15 +191,15 @@ def epochs(loader: DataLoader, sampler, start: int, set_rng=None) -> Iterator[di
     epoch's before that step, so a run resumed within an epoch sets the states after making its iterator, and
     one resumed at an epoch's end before (the next epoch's draw comes after the saved states)."""
     step = start
-    within_epoch = set_rng is not None and start % len(sampler) != 0
-    if set_rng is not None and not within_epoch:
+    if set_rng is not None and start % len(sampler) == 0:
         set_rng()
+        set_rng = None
     while True:
         sampler.set_epoch(step // len(sampler), start_batch=step % len(sampler))
         batches = iter(loader)
-        if within_epoch:
+        if set_rng is not None:
             set_rng()
-            within_epoch = False
+            set_rng = None
         for batch in batches:
             yield batch
             step += 1
@@ -279,6 +279,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
         f"training {cfg.model} on {len(data)} rows ({len(set(data['group_id']))} groups, languages "
         f"{', '.join(languages_of(data))}), sampler {cfg.sampler} alpha {cfg.alpha}, "
         f"{cfg.batch_size} x {accelerator.num_processes} pairs per step, {cfg.max_steps} steps")
+
     def save(at: int) -> None:
         save_checkpoint(accelerator, model, optimizer, scheduler, output_dir, at, cfg.save_total_limit)
 
