@@ -188,6 +188,8 @@ class LoopArgs(Args):
     max_steps: int = field(default=100, metadata={"help": "optimizer steps"})
     learning_rate: float = field(default=3e-5, metadata={"help": "peak learning rate (AdamW)"})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = field(default=1.0, metadata={
+        "help": "clip the gradients' global norm to this before each optimizer step (0: no clipping)"})
     warmup_ratio: float = field(default=0.1, metadata={
         "help": "share of the steps with a linearly rising learning rate, before its linear decay to 0"})
     mixed_precision: str | None = field(default=None, metadata={
@@ -202,7 +204,7 @@ class LoopArgs(Args):
         super().__post_init__()
         at_least(self, 1, "batch_size", "max_steps", "logging_steps")
         positive(self, "learning_rate")
-        at_least(self, 0, "weight_decay")
+        at_least(self, 0, "weight_decay", "max_grad_norm")
         if self.mixed_precision not in PRECISIONS:
             raise ConfigError(f"mixed_precision must be no, fp16 or bf16, got {self.mixed_precision!r}")
         if not 0.0 <= self.warmup_ratio <= 1.0:

@@ -139,13 +139,16 @@ def test_hard_negatives_join_the_passages(tiny_model_dir, tmp_path):
     ds = load_parallel_qa(str(data))
     encoder = Encoder.from_pretrained(str(tiny_model_dir))
     pairs = PairDataset(ds, encoder.tokenizer, encoder.prefixes, 32, 32, hard_negatives=1)
-    batch = PairCollator(encoder.tokenizer.pad_token_id)([pairs[(0, 1)], pairs[(2, 3)]])
-    assert batch["query"]["input_ids"].shape[0] == 2 and batch["passage"]["input_ids"].shape[0] == 4
-    # padding the pre-tokenized rows gives what the encoder's own tokenization gives
+    batch = PairCollator(encoder.tokenizer.pad_token_id, max_tokens=4096)([pairs[(0, 1)], pairs[(2, 3)]])
+    assert len(batch["query"]) == 2 and len(batch["passage"]) == 4
+    # the pre-tokenized rows are what the encoder's own tokenization gives
     passages = [ds[1]["passage"], ds[3]["passage"], *ds[1]["hard_negatives"], *ds[3]["hard_negatives"]]
     expected = encoder.tokenize(passages, "passage", max_length=32)
-    assert torch.equal(batch["passage"]["input_ids"], expected["input_ids"])
-    assert torch.equal(batch["passage"]["attention_mask"], expected["attention_mask"])
+    (chunk,), (rows,) = batch["passage"].inputs, batch["passage"].rows
+    for position, row in enumerate(rows):
+        length = int(expected["attention_mask"][row].sum())
+        assert torch.equal(chunk["input_ids"][position, :length], expected["input_ids"][row, :length])
+        assert int(chunk["attention_mask"][position].sum()) == length
 
 
 def test_bf16_with_gradient_checkpointing(tiny_model_dir, tmp_path):

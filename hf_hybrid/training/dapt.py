@@ -99,14 +99,16 @@ def shuffled_batches(chunks: list[dict], batch_size: int, collator, generator) -
         position += batch_size
 
 
-def masked_lm_loss(device):
-    """`compute_loss` of the loop: the mean cross-entropy over the masked tokens of one batch."""
-    def compute_loss(model, batch) -> StepOutput:
+def masked_lm_step(device):
+    """`forward_backward` of the loop: the mean cross-entropy over the masked tokens of one batch."""
+    def forward_backward(model, batch, backward) -> StepOutput:
         batch = {k: v.to(device) for k, v in batch.items()}
         loss_sum, n = model(**batch)
-        return StepOutput(loss_sum / n, len(batch["input_ids"]), int(batch["attention_mask"].sum()))
+        loss = loss_sum / n
+        backward(loss)
+        return StepOutput(loss.detach(), len(batch["input_ids"]), int(batch["attention_mask"].sum()))
 
-    return compute_loss
+    return forward_backward
 
 
 def train_stage(accelerator, objective, params, chunks, collator, cfg: DaptConfig, steps: int, lr: float,
@@ -118,10 +120,10 @@ def train_stage(accelerator, objective, params, chunks, collator, cfg: DaptConfi
     if len(per_rank) < cfg.batch_size:
         raise DataError(f"{desc}: {len(per_rank)} training sequences per process, fewer than one batch of "
                         f"{cfg.batch_size}")
-    loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, log, desc=desc,
+    loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm, log, desc=desc,
                 examples_name="sequences", extra={"stage": desc})
     window = loop.run(shuffled_batches(per_rank, cfg.batch_size, collator, generator),
-                      masked_lm_loss(accelerator.device), steps)
+                      masked_lm_step(accelerator.device), steps)
     return window.tokens / window.seconds
 
 

@@ -13,6 +13,7 @@ import torch
 import yaml
 from accelerate.utils import set_seed
 from peft import get_peft_model
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 
 from hf_hybrid.config import (
@@ -32,9 +33,11 @@ from hf_hybrid.data.splits import select_split
 from hf_hybrid.errors import ConfigError, DataError, PushError
 from hf_hybrid.hub.push import check_push_ready, push
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
+from hf_hybrid.models.chunks import Chunks
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS, make_sampler
 from hf_hybrid.training.checkpoint import resume, save_checkpoint
+from hf_hybrid.training.grad_cache import cached_forward_backward
 from hf_hybrid.training.loop import (
     Loop,
     StepOutput,
@@ -58,6 +61,12 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
     max_query_length: int = field(default=64, metadata={"help": "query tokens kept (the rest is cut)"})
     max_passage_length: int = field(default=128, metadata={"help": "passage tokens kept (the rest is cut)"})
     hard_negatives: int = field(default=0, metadata={"help": "hard negatives per pair, from the rows' hard_negatives"})
+    chunk_tokens: int = field(default=2048, metadata={
+        "help": "token budget of a length-grouped chunk (rows x its longest text): each side of a batch is encoded "
+                "in chunks padded only to their own longest text"})
+    mini_batch_size: int | None = field(default=None, metadata={
+        "help": "gradient caching: encode at most this many texts at a time, so memory is bounded by the mini-batch, "
+                "not the batch (the loss and gradients stay the full batch's)"})
     lora: bool = field(default=False, metadata={"help": "train a LoRA adapter (merged when saved), not every weight"})
     freeze_embeddings: bool = field(default=False, metadata={"help": "keep the word-embedding matrix fixed"})
     output_dir: str = redefault(LoopArgs, "output_dir", "outputs/hybrid")
@@ -73,6 +82,13 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
         positive(self, "temperature")
         at_least(self, 1, "max_query_length", "max_passage_length")
         at_least(self, 0, "hard_negatives", "num_workers")
+        longest = max(self.max_query_length, self.max_passage_length)
+        if self.chunk_tokens < longest:
+            raise ConfigError(f"chunk_tokens {self.chunk_tokens} is below the longest allowed sequence ({longest} "
+                              "tokens, max_query_length/max_passage_length): expected at least that")
+        if self.mini_batch_size is not None and not 1 <= self.mini_batch_size <= self.batch_size:
+            raise ConfigError(f"mini_batch_size must be between 1 and the batch size ({self.batch_size}), "
+                              f"got {self.mini_batch_size}")
 
 
 class PairDataset(torch.utils.data.Dataset):
@@ -111,27 +127,18 @@ class PairDataset(torch.utils.data.Dataset):
         return item
 
 
-def pad(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
-    longest = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), longest), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), longest), dtype=torch.long)
-    for i, seq in enumerate(sequences):
-        input_ids[i, : len(seq)] = torch.tensor(seq)
-        attention_mask[i, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
 class PairCollator:
-    """Queries, then passages (positives first, then each pair's hard negatives), padded."""
+    """Queries, then passages (positives first, then each pair's hard negatives), each side in length-grouped
+    chunks of at most `max_tokens` padded tokens (and `max_rows` rows, for gradient caching)."""
 
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
+    def __init__(self, pad_id: int, max_tokens: int, max_rows: int | None = None):
+        self.pad_id, self.max_tokens, self.max_rows = pad_id, max_tokens, max_rows
 
     def __call__(self, items):
         passages = [it["passage"] for it in items] + [n for it in items for n in it.get("negatives", [])]
         return {
-            "query": pad([it["query"] for it in items], self.pad_id),
-            "passage": pad(passages, self.pad_id),
+            "query": Chunks.build([it["query"] for it in items], self.pad_id, self.max_tokens, self.max_rows),
+            "passage": Chunks.build(passages, self.pad_id, self.max_tokens, self.max_rows),
             "meta": {k: [it[k] for it in items] for k in ("group_id", "query_lang", "passage_lang")},
             # the language of every passage row, hard negatives included (they share their pair's language)
             "passage_langs": [it["passage_lang"] for it in items]
@@ -179,7 +186,8 @@ def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, a
     pairs = PairDataset(data, encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length,
                         cfg.hard_negatives)
     return DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.num_workers,
-                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id), persistent_workers=cfg.num_workers > 0,
+                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id, cfg.chunk_tokens, cfg.mini_batch_size),
+                      persistent_workers=cfg.num_workers > 0,
                       pin_memory=accelerator.device.type == "cuda")
 
 
@@ -205,17 +213,25 @@ def epochs(loader: DataLoader, sampler, start: int, set_rng=None) -> Iterator[di
             step += 1
 
 
-def contrastive_loss(loss_fn: InBatchNegativesLoss, device):
-    """`compute_loss` of the loop: in-batch negatives over the queries and passages of one batch."""
-    def compute_loss(model, batch) -> StepOutput:
-        tokens = int(batch["query"]["attention_mask"].sum() + batch["passage"]["attention_mask"].sum())
-        q = {k: v.to(device, non_blocking=True) for k, v in batch["query"].items()}
-        p = {k: v.to(device, non_blocking=True) for k, v in batch["passage"].items()}
-        loss = loss_fn(model(q["input_ids"], q["attention_mask"], batch["meta"]["query_lang"]),
-                       model(p["input_ids"], p["attention_mask"], batch["passage_langs"]))
-        return StepOutput(loss, len(batch["meta"]["group_id"]), tokens)
+def contrastive_step(loss_fn: InBatchNegativesLoss, accelerator, cached: bool = False):
+    """`forward_backward` of the loop: in-batch negatives over the queries and passages of one batch, each side
+    encoded chunk by chunk; `cached` runs it as gradient caching does (`grad_cache.py`)."""
+    device = accelerator.device
 
-    return compute_loss
+    def forward_backward(model, batch, backward) -> StepOutput:
+        sides = [(batch["query"], batch["meta"]["query_lang"]), (batch["passage"], batch["passage_langs"])]
+        if cached:
+            loss = cached_forward_backward(accelerator, model, sides, loss_fn, backward)
+        else:
+            with record_function("forward"):
+                embeddings = [side.embed(model, langs, device) for side, langs in sides]
+            with record_function("loss"):
+                loss = loss_fn(*embeddings)
+            with record_function("backward"):
+                backward(loss)
+        return StepOutput(loss.detach(), len(batch["query"]), batch["query"].tokens + batch["passage"].tokens)
+
+    return forward_backward
 
 
 def _start_files(accelerator, cfg: HybridTrainingConfig, output_dir: Path, step: int) -> None:
@@ -285,11 +301,12 @@ def train(cfg: HybridTrainingConfig) -> Path:
 
     batch_log_path = output_dir / f"batches-rank{accelerator.process_index}.jsonl"
     with open(batch_log_path, "a") if cfg.log_batches else contextlib.nullcontext() as batch_log:
-        loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps,
+        loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm,
                     log=lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record),
                     examples_name="pairs", after_step=_after_step(cfg, batch_log, save))
-        compute_loss = contrastive_loss(InBatchNegativesLoss(cfg.temperature), accelerator.device)
-        window = loop.run(epochs(loader, sampler, step, set_rng), compute_loss, cfg.max_steps, start=step)
+        forward_backward = contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator,
+                                            cached=cfg.mini_batch_size is not None)
+        window = loop.run(epochs(loader, sampler, step, set_rng), forward_backward, cfg.max_steps, start=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data)

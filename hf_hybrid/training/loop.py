@@ -1,14 +1,16 @@
 """The accelerate loop both recipes share, in named steps: an optimizer with its schedule, the training
 step and the log window (checkpoints and resuming: `checkpoint.py`).
 
-A recipe supplies what differs: its batches (an iterator), its loss (`compute_loss(model, batch)`
-returning the loss and what the batch counts), and what it saves. `hybrid.py` and `dapt.py` are the
-two recipes; a new objective is one more `compute_loss`, a new batching one more iterator.
+A recipe supplies what differs: its batches (an iterator), its `forward_backward(model, batch, backward)`
+(the forward pass, `backward(loss)`, and a `StepOutput`: the loss and what the batch counts), and what it
+saves. `hybrid.py` and `dapt.py` are the two recipes; a new objective is one more `forward_backward`, a new
+batching one more iterator. The loop then clips the gradients and steps the optimizer and the schedule.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,8 +18,10 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
+from torch.profiler import record_function
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
+from transformers import get_linear_schedule_with_warmup
 
 from hf_hybrid.config import LoopArgs
 
@@ -35,29 +39,25 @@ def make_accelerator(args: LoopArgs):
     return Accelerator(mixed_precision=args.mixed_precision)
 
 
-def warmup_then_linear_decay(optimizer, steps: int, warmup_ratio: float):
-    """Learning rate rising linearly over the first `warmup_ratio` of the steps, then falling linearly to 0."""
-    warmup = int(steps * warmup_ratio)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min((s + 1) / max(1, warmup), max(0.0, (steps - s) / max(1, steps - warmup))))
-
-
 def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learning_rate: float):
-    """AdamW over `params` with the warm-up schedule, prepared by accelerate. Returns (model, optimizer,
-    scheduler)."""
+    """AdamW over `params` with a linear warm-up from 0 and a linear decay to 0 (transformers' schedule; warm-up
+    steps rounded up, as `TrainingArguments`), prepared by accelerate. Returns (model, optimizer, scheduler)."""
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
                                   fused=accelerator.device.type == "cuda")
-    scheduler = warmup_then_linear_decay(optimizer, steps, args.warmup_ratio)
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(steps * args.warmup_ratio), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler
 
 
-def training_step(accelerator, model, optimizer, scheduler, batch, compute_loss) -> StepOutput:
-    out = compute_loss(model, batch)
-    accelerator.backward(out.loss)
-    optimizer.step()
-    scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+def training_step(accelerator, model, optimizer, scheduler, batch, forward_backward,
+                  max_grad_norm: float) -> StepOutput:
+    out = forward_backward(model, batch, accelerator.backward)
+    with record_function("optimizer"):
+        if max_grad_norm > 0:
+            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
     return out
 
 
@@ -112,21 +112,24 @@ class Loop:
     optimizer: object
     scheduler: object
     logging_steps: int
+    max_grad_norm: float
     log: Callable[[dict], None]
     desc: str = "train"
     examples_name: str = "examples"
     extra: dict = field(default_factory=dict)  # keys put first in every log record
     after_step: Callable | None = None
 
-    def run(self, batches: Iterator, compute_loss, steps: int, start: int = 0) -> LogWindow:
+    def run(self, batches: Iterator, forward_backward, steps: int, start: int = 0) -> LogWindow:
         accelerator = self.accelerator
         window = LogWindow(accelerator.num_processes)
         progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)
         self.model.train()
         with logging_redirect_tqdm():  # log lines above the progress bar, not through it
             for step in range(start + 1, steps + 1):
-                batch = next(batches)
-                out = training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, compute_loss)
+                with record_function("collate"):
+                    batch = next(batches)
+                out = training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, forward_backward,
+                                    self.max_grad_norm)
                 window.add(out)
                 progress.update(1)
                 if step % self.logging_steps == 0 or step == steps:
