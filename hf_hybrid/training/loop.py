@@ -43,7 +43,7 @@ def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learni
     """AdamW over `params` with a linear warm-up from 0 and a linear decay to 0 (transformers' schedule; warm-up
     steps rounded up, as `TrainingArguments`), prepared by accelerate. Returns (model, optimizer, scheduler)."""
     optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
-                                  fused=accelerator.device.type == "cuda")
+                                  fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(steps * args.warmup_ratio), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler
