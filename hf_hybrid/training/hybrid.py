@@ -43,6 +43,7 @@ from hf_hybrid.training.loop import (
     StepOutput,
     append_jsonl,
     make_accelerator,
+    peak_memory_gb,
     prepare,
     truncate_jsonl,
 )
@@ -263,7 +264,8 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
     summary = {"steps": step, "seconds": elapsed, "pairs_per_s": window.examples / elapsed if elapsed else None,
                "tokens_per_s": window.tokens / elapsed if elapsed else None,
                "rows": len(data), "groups": len(set(data["group_id"])), "languages": languages_of(data),
-               "processes": accelerator.num_processes, "device": str(accelerator.device)}
+               "processes": accelerator.num_processes, "device": str(accelerator.device),
+               "peak_memory_gb": peak_memory_gb(accelerator.device)}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
     if cfg.push_to_hub:

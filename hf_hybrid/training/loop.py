@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -87,6 +88,13 @@ class LogWindow:
         elapsed = self.seconds
         return {"step": step, "loss": loss, "lr": lr, f"{examples_name}_per_s": self.examples / elapsed,
                 "tokens_per_s": self.tokens / elapsed}
+
+
+def peak_memory_gb(device: torch.device) -> float:
+    """The peak of torch's allocated memory on a CUDA device, else this process's peak resident memory."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
 
 
 def append_jsonl(accelerator, path: Path, record: dict) -> None:
