@@ -124,17 +124,21 @@ def check_settings(settings) -> None:
 
 
 def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batch_size: int = 128,
-                      progress: bool = True, query_chunk: int = 512) -> dict:
-    """Encode each language's queries and candidates once, then score every requested setting."""
+                      progress: bool = True, query_chunk: int = 512, max_tokens: int | None = None) -> dict:
+    """Encode each language's queries and candidates once, then score every requested setting. `batch_size` caps
+    the texts of an encoding batch; `max_tokens`, when given, its padded tokens (the encoder's default otherwise,
+    and an encoder without a token budget works too)."""
     check_settings(settings)
     device = encoder.device
-    langs = bench.languages
-    q_emb = {lang: encoder.encode([t for _, t in bench.queries[lang]], "query", batch_size, progress, lang).to(device)
-             for lang in langs}
-    c_emb = {lang: encoder.encode(bench.candidates[lang], "passage", batch_size, progress, lang).to(device)
-             for lang in langs}
+    budget = {} if max_tokens is None else {"max_tokens": max_tokens}
+
+    def embed(texts: list[str], kind: str, lang: str) -> torch.Tensor:
+        return encoder.encode(texts, kind, batch_size, progress, lang, **budget).to(device)
+
+    q_emb = {lang: embed([t for _, t in bench.queries[lang]], "query", lang) for lang in bench.languages}
+    c_emb = {lang: embed(bench.candidates[lang], "passage", lang) for lang in bench.languages}
     for kind, emb in (("queries", q_emb), ("candidates", c_emb)):
-        broken = [lang for lang in langs if not torch.isfinite(emb[lang]).all()]
+        broken = [lang for lang in bench.languages if not torch.isfinite(emb[lang]).all()]
         if broken:
             raise HfHybridError(f"the model embedded {kind} in {', '.join(broken)} to NaN or inf")
     return ParallelScorer(bench, q_emb, c_emb, query_chunk).results(settings)

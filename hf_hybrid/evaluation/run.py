@@ -19,7 +19,7 @@ from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
 from hf_hybrid.evaluation.retrieval import SETTINGS, evaluate_parallel, markdown_table
 from hf_hybrid.languages import mteb_language_code, normalize_lang
 from hf_hybrid.models.adapters import AdapterOptions
-from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.models.encoder import ENCODE_BATCH_TOKENS, Encoder
 from hf_hybrid.models.offline import resolve_model_path
 
 
@@ -33,7 +33,10 @@ class EvalConfig(ModelArgs, DataArgs, AdapterOptions):
         "help": "monolingual, cross-lingual and/or multilingual"})
     all_sentences: bool = field(default=True, metadata={
         "help": "XQuAD-R: rank every sentence of the paragraphs (LAReQA), not only answer sentences"})
-    batch_size: int = field(default=128, metadata={"help": "texts per encoding batch"})
+    batch_size: int = field(default=128, metadata={"help": "texts per encoding batch (at most)"})
+    batch_tokens: int = field(default=ENCODE_BATCH_TOKENS, metadata={
+        "help": "padded tokens per encoding batch (at most; texts are sorted by token count and each batch is "
+                "padded to its own longest text); at least the model's max_length. --tasks batches by batch_size"})
     tasks: list[str] | None = field(default=None, metadata={
         "help": "run these through mteb.evaluate instead: the project's tasks (XQuADRParallelRetrieval, "
                 "MLQARParallelRetrieval; on `data`) and/or MTEB task names"})
@@ -53,7 +56,7 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
         encoder = Encoder.from_pretrained(cfg.model)
         cfg.compose(encoder)
     started = time.perf_counter()
-    results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size)
+    results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size, max_tokens=cfg.batch_tokens)
     results["seconds"] = time.perf_counter() - started
     results["config"] = dataclasses.asdict(cfg)
     results["sizes"] = {lang: {"queries": len(bench.queries[lang]), "candidates": len(bench.candidates[lang])}

@@ -18,12 +18,17 @@ from transformers.utils import logging as hf_logging
 from hf_hybrid.errors import ConfigError, EncoderLoadError
 from hf_hybrid.models import st_layout
 from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records, route_adapters
+from hf_hybrid.models.chunks import pad, plan_chunks
 from hf_hybrid.models.offline import E5_PREFIXES, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
 POOLING_MODES = ("mean", "cls")
 TEXT_KINDS = ("query", "passage")
+# Padded tokens per encoding batch: memory follows tokens, not texts. 16384 is 128 texts (evaluation's default
+# batch_size) of 128 tokens, about the old default's work on sentences and short passages, and it holds 32 texts
+# at the usual 512-token max_length, where 128 texts padded to 512 (65536 tokens) could run out of memory.
+ENCODE_BATCH_TOKENS = 16384
 
 
 @contextlib.contextmanager
@@ -164,24 +169,39 @@ class Encoder(nn.Module):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
+    def token_ids(self, texts: list[str], kind: str) -> list[list[int]]:
+        """Each text's token ids with its kind's prefix, cut at max_length, unpadded."""
+        if kind not in TEXT_KINDS:
+            raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
+        return self.tokenizer([self.prefixes[kind] + t for t in texts], truncation=True,
+                              max_length=self.max_length)["input_ids"]
+
     @torch.inference_mode()
     def encode(self, texts: list[str], kind: str = "passage", batch_size: int = 64,
-               progress: bool = False, lang: str | None = None) -> torch.Tensor:
-        """Embed texts in length-sorted batches; returns float32 on CPU in input order. `lang` (the
-        texts' language) picks a routed adapter."""
+               progress: bool = False, lang: str | None = None,
+               max_tokens: int = ENCODE_BATCH_TOKENS) -> torch.Tensor:
+        """Embed texts in length-grouped batches (sorted by token count, each of at most `batch_size` texts and
+        `max_tokens` padded tokens, padded only to its own longest text); returns float32 on CPU in input order.
+        `lang` (the texts' language) picks a routed adapter."""
+        if max_tokens < self.max_length:
+            raise ConfigError(f"token budget {max_tokens} is below the longest allowed sequence ({self.max_length} "
+                              f"tokens, {self.name}'s max_length): expected at least {self.max_length}")
         was_training = self.training
         self.eval()
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        ids = self.token_ids(texts, kind)
+        if self.langid is not None:
+            langs = self.langid.detect(texts)
+        else:
+            langs = [lang] * len(texts) if lang else None
+        # padded positions are masked out, so any id pads a tokenizer that names none
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         out = torch.empty(len(texts), self.dim)
-        starts = range(0, len(texts), batch_size)
-        for start in tqdm(starts, desc=f"encode {kind} texts", disable=not progress, leave=False):
-            idx = order[start : start + batch_size]
-            batch = self.tokenize([texts[i] for i in idx], kind).to(self.device)
-            if self.langid is not None:
-                langs = self.langid.detect([texts[i] for i in idx])
-            else:
-                langs = [lang] * len(idx) if lang else None
-            out[idx] = self(batch["input_ids"], batch["attention_mask"], langs).float().cpu()
+        chunks = plan_chunks([len(seq) for seq in ids], max_tokens, batch_size)
+        for rows in tqdm(chunks, desc=f"encode {kind} texts", disable=not progress, leave=False):
+            batch = pad([ids[i] for i in rows], pad_id)
+            chunk_langs = [langs[i] for i in rows] if langs is not None else None
+            out[rows] = self(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
+                             chunk_langs).float().cpu()
         self.train(was_training)
         return out
 
