@@ -8,7 +8,7 @@ Held equal: the pairs and their order (hf-hybrid's sampler makes the batches; th
 sequential batch sampler, drop_last); lengths: queries cut at --max_query_length, passages at --max_length, prefix
 included (sentence-transformers has one max_seq_length, set to the longer; its collator takes a max_length per
 column by its own route, router_mapping anchor->query, positive->document); precision (autocast); torch threads
-(--threads); workers (0); AdamW (lr, weight decay, fused on CUDA and torch's default on CPU as in hf-hybrid's
+(--threads); workers (0); AdamW (lr, weight decay, fused on CPU and CUDA on both sides, as in hf-hybrid's
 `prepare`; the peer keeps no decay on biases and LayerNorm), the warm-up share, max_grad_norm 1.0; the trained
 parameters (--mode full, frozen_embeddings, or lora with the same peft config; BERT's unused pooler frozen on both).
 The run stops if the sides' trainable parameters, dtype or real tokens at any step differ.
@@ -160,7 +160,7 @@ def run_sentence_transformers(plan: dict, output_dir: str) -> dict:
         output_dir=output_dir, per_device_train_batch_size=cfg.batch_size, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         warmup_steps=math.ceil(cfg.max_steps * cfg.warmup_ratio), bf16=cfg.mixed_precision == "bf16",
-        fp16=cfg.mixed_precision == "fp16", optim="adamw_torch_fused" if torch.cuda.is_available() else "adamw_torch",
+        fp16=cfg.mixed_precision == "fp16", optim="adamw_torch_fused",
         dataloader_num_workers=0, dataloader_drop_last=True, batch_sampler=in_order, save_strategy="no",
         logging_steps=cfg.logging_steps, report_to="none", seed=cfg.seed)
     loss = (losses.CachedMultipleNegativesRankingLoss(model, 1 / cfg.temperature, mini_batch_size=cfg.mini_batch_size)
