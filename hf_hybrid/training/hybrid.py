@@ -177,6 +177,13 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
     return encoder
 
 
+def sparse_embedding_gradient(encoder: Encoder, accelerator) -> None:
+    """A trained word-embedding matrix gets a sparse gradient (the rows of the batch's tokens), which the loop's
+    AdamW updates row by row; under several processes it stays dense, as DDP reduces dense gradients."""
+    embeddings = encoder.model.get_input_embeddings()
+    embeddings.sparse = embeddings.weight.requires_grad and accelerator.num_processes == 1
+
+
 def get_batch_sampler(cfg: HybridTrainingConfig, data, accelerator):
     """The one place that decides what goes into a batch (this process's share of it)."""
     return make_sampler(cfg.sampler, data, cfg.batch_size, alpha=cfg.alpha, seed=cfg.seed,
@@ -288,6 +295,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
     sampler = get_batch_sampler(cfg, data, accelerator)
     encoder = build_encoder(cfg)
     loader = get_dataloader(cfg, data, encoder, sampler, accelerator)
+    sparse_embedding_gradient(encoder, accelerator)
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     params = [p for p in encoder.parameters() if p.requires_grad]
     model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)

@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from hf_hybrid.config import LoopArgs
+from hf_hybrid.training.sparse_adamw import RowSparseAdamW, sparse_gradient_norm_
 
 
 @dataclass
@@ -41,13 +42,23 @@ def make_accelerator(args: LoopArgs):
 
 
 def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learning_rate: float):
-    """AdamW over `params` with a linear warm-up from 0 and a linear decay to 0 (transformers' schedule; warm-up
-    steps rounded up, as `TrainingArguments`), prepared by accelerate. Returns (model, optimizer, scheduler)."""
-    optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
-                                  fused=accelerator.device.type in ("cuda", "cpu"))
+    """AdamW over `params` (row by row for a sparse word-embedding gradient: `sparse_adamw.py`) with a linear
+    warm-up from 0 and a linear decay to 0 (transformers' schedule; warm-up steps rounded up, as
+    `TrainingArguments`), prepared by accelerate. Returns (model, optimizer, scheduler)."""
+    optimizer = RowSparseAdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
+                               fused=accelerator.device.type in ("cuda", "cpu"))
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(steps * args.warmup_ratio), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler
+
+
+def clip_gradients(accelerator, model, max_norm: float) -> None:
+    params = [p for p in model.parameters() if p.grad is not None]
+    if any(p.grad.is_sparse for p in params):
+        accelerator.unscale_gradients()
+        sparse_gradient_norm_(params, max_norm)
+    else:
+        accelerator.clip_grad_norm_(params, max_norm)
 
 
 def training_step(accelerator, model, optimizer, scheduler, batch, forward_backward,
@@ -55,7 +66,7 @@ def training_step(accelerator, model, optimizer, scheduler, batch, forward_backw
     out = forward_backward(model, batch, accelerator.backward)
     with record_function("optimizer"):
         if max_grad_norm > 0:
-            accelerator.clip_grad_norm_(model.parameters(), max_grad_norm)
+            clip_gradients(accelerator, model, max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,0 +1,96 @@
+"""torch's AdamW, with the word-embedding matrix updated row by row.
+
+A multilingual encoder's word embeddings are most of its weights (multilingual-e5-small: 96M of 118M, 250k
+rows), but a batch touches a few thousand rows. With `nn.Embedding(sparse=True)` the matrix gets a sparse
+gradient, and this optimizer keeps AdamW's moments only for the rows that have had a gradient: a row that never
+had one has zero moments, so AdamW moves it by weight decay alone, which is applied to every row. The result is
+torch's AdamW (decoupled weight decay, bias correction, the same operations in the same order), without the dense
+gradient and the two dense moments of the matrix (3 x 384 MB for multilingual-e5-small) or a full pass of the
+update over rows that have no moments. Dense parameters take torch's AdamW unchanged (fused where asked).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+ROW_KEYS = ("slot", "rows")  # integer state: a row's slot in the moments (-1: none yet), and each slot's row
+
+
+class RowSparseAdamW(torch.optim.AdamW):
+    def __init__(self, params, **kwargs):
+        super().__init__(params, **kwargs)
+        self.register_load_state_dict_post_hook(_integer_rows)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        sparse = [(p, group) for group in self.param_groups for p in group["params"]
+                  if p.grad is not None and p.grad.is_sparse]
+        grads = [p.grad for p, _ in sparse]
+        for p, _ in sparse:
+            p.grad = None  # torch's AdamW skips a parameter without a gradient
+        try:
+            loss = super().step(closure)
+        finally:
+            for (p, _), grad in zip(sparse, grads, strict=True):
+                p.grad = grad
+        for (p, group), grad in zip(sparse, grads, strict=True):
+            self._row_step(p, grad.coalesce(), group)
+        return loss
+
+    def _row_step(self, p: torch.Tensor, grad: torch.Tensor, group: dict) -> None:
+        state = self.state[p]
+        if not state:
+            state["step"] = torch.tensor(0.0)
+            state["slot"] = torch.full((p.shape[0],), -1, dtype=torch.long, device=p.device)
+            state["rows"] = torch.empty(0, dtype=torch.long, device=p.device)
+            state["exp_avg"] = p.new_zeros((0, *p.shape[1:]))
+            state["exp_avg_sq"] = p.new_zeros((0, *p.shape[1:]))
+        rows, values = grad.indices()[0], grad.values()
+        new = rows[state["slot"][rows] < 0]
+        if len(new):
+            state["slot"][new] = torch.arange(len(state["rows"]), len(state["rows"]) + len(new), device=p.device)
+            state["rows"] = torch.cat([state["rows"], new])
+            for key in ("exp_avg", "exp_avg_sq"):
+                state[key] = torch.cat([state[key], state[key].new_zeros((len(new), *p.shape[1:]))])
+        slot_grad = torch.zeros_like(state["exp_avg"])
+        slot_grad[state["slot"][rows]] = values
+        state["step"] += 1
+        step = state["step"].item()
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        p.mul_(1 - lr * group["weight_decay"])
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(slot_grad, 1 - beta1)
+        exp_avg_sq.mul_(beta2).addcmul_(slot_grad, slot_grad, value=1 - beta2)
+        denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
+        updated = p.index_select(0, state["rows"]).addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
+        p.index_copy_(0, state["rows"], updated)
+
+
+def _integer_rows(optimizer: RowSparseAdamW) -> None:
+    """`load_state_dict` casts every state tensor but `step` to its parameter's dtype: the row indices go back."""
+    for state in optimizer.state.values():
+        for key in ROW_KEYS:
+            if key in state:
+                state[key] = state[key].long()
+        if "slot" in state:
+            state["step"] = state["step"].float().cpu()
+
+
+def sparse_gradient_norm_(parameters, max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_` for gradients that may be sparse: the global 2-norm of every gradient
+    (a sparse one coalesced first: its repeated rows add up), and all of them scaled by max_norm / norm where the
+    norm is larger. Returns the norm."""
+    grads = []
+    for p in parameters:
+        if p.grad is not None:
+            if p.grad.is_sparse:
+                p.grad = p.grad.coalesce()
+            grads.append(p.grad)
+    norms = [(g.values() if g.is_sparse else g).norm(2.0) for g in grads]
+    total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
+    scale = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for g in grads:
+        (g.values() if g.is_sparse else g).mul_(scale.to(g.device))
+    return total
