@@ -17,22 +17,12 @@ import tempfile
 from collections import defaultdict
 
 import torch
-from accelerate.utils import set_seed
 from torch.profiler import ProfilerActivity, profile
 
-from hf_hybrid.data.parallel_qa import load_parallel_qa
 from hf_hybrid.models.offline import resolve_model_path
 from hf_hybrid.tables import markdown_table
-from hf_hybrid.training.hybrid import (
-    HybridTrainingConfig,
-    build_encoder,
-    contrastive_step,
-    epochs,
-    get_batch_sampler,
-    get_dataloader,
-)
-from hf_hybrid.training.loop import make_accelerator, prepare, training_step
-from hf_hybrid.training.loss import InBatchNegativesLoss
+from hf_hybrid.training.hybrid import HybridTrainingConfig, build_run, epochs
+from hf_hybrid.training.loop import training_step
 
 PHASES = ("collate", "forward", "loss", "backward", "optimizer")
 OPERATORS = {  # label: operator names whose self time it sums
@@ -49,22 +39,15 @@ def profile_mode(args, model_path: str, mode: str, tmp: str) -> dict:
                                max_steps=args.warmup_steps + args.steps, max_passage_length=args.max_length,
                                chunk_tokens=args.chunk_tokens, mixed_precision="no", output_dir=f"{tmp}/{mode}",
                                **MODES[mode])
-    accelerator = make_accelerator(cfg)
-    set_seed(cfg.seed)
-    data = load_parallel_qa(cfg.data, cfg.languages)
-    sampler = get_batch_sampler(cfg, data, accelerator)
-    encoder = build_encoder(cfg)
-    loader = get_dataloader(cfg, data, encoder, sampler, accelerator)
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
-    step = contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator)
-    batches = epochs(loader, sampler, 0)
-    model.train()
+    run = build_run(cfg)
+    batches = epochs(run.loader, run.sampler, 0)
+    run.model.train()
 
     def one_step():
         with torch.profiler.record_function("collate"):
             batch = next(batches)
-        training_step(accelerator, model, optimizer, scheduler, batch, step, cfg.max_grad_norm)
+        training_step(run.accelerator, run.model, run.optimizer, run.scheduler, batch, run.forward_backward,
+                      cfg.max_grad_norm)
 
     for _ in range(args.warmup_steps):
         one_step()
@@ -82,7 +65,7 @@ def profile_mode(args, model_path: str, mode: str, tmp: str) -> dict:
     if args.top:
         print(f"{mode}: top operators by self CPU time")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.top))
-    times["trained parameters (M)"] = sum(p.numel() for p in params) / 1e6
+    times["trained parameters (M)"] = sum(p.numel() for p in run.params) / 1e6
     return dict(times)
 
 
@@ -92,7 +75,7 @@ def main():
     parser.add_argument("--data", default="../shared/data/xquad-r")
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--max_length", type=int, default=128, help="passage tokens kept")
-    parser.add_argument("--chunk_tokens", type=int, default=2048)
+    parser.add_argument("--chunk_tokens", type=int, help="the chunk token budget (default: the toolkit's)")
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--warmup_steps", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))

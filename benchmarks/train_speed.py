@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import torch
-from accelerate.utils import set_seed
 from transformers import TrainerCallback
 
 import hf_hybrid
@@ -46,8 +45,7 @@ from hf_hybrid.models.offline import resolve_model_path
 from hf_hybrid.tables import markdown_table
 from hf_hybrid.training import hybrid
 from hf_hybrid.training.hybrid import HybridTrainingConfig, load_training_data
-from hf_hybrid.training.loop import Loop, make_accelerator, prepare
-from hf_hybrid.training.loss import InBatchNegativesLoss
+from hf_hybrid.training.loop import Loop
 
 MODES = ("full", "frozen_embeddings", "lora")
 SIDES = ("hf_hybrid", "sentence_transformers")
@@ -77,27 +75,17 @@ def step_results(ends: list[float], tokens: list[int], plan: dict, params: list)
 
 def run_hf_hybrid(plan: dict) -> dict:
     cfg = HybridTrainingConfig(**plan["config"])
-    accelerator = make_accelerator(cfg)
-    set_seed(cfg.seed)
-    data = load_training_data(cfg)
-    sampler = hybrid.get_batch_sampler(cfg, data, accelerator)
-    encoder = hybrid.build_encoder(cfg)
-    loader = hybrid.get_dataloader(cfg, data, encoder, sampler, accelerator)
-    encoder.to(accelerator.device)
-    params = [p for p in encoder.parameters() if p.requires_grad]
-    model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
+    run = hybrid.build_run(cfg)
     ends, tokens = [], []
 
     def after_step(step: int, batch: dict) -> None:
         ends.append(now())
         tokens.append(batch["query"].tokens + batch["passage"].tokens)
 
-    loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm, log=lambda r: None,
-                examples_name="pairs", after_step=after_step)
-    forward_backward = hybrid.contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator,
-                                        cached=cfg.mini_batch_size is not None)
-    loop.run(hybrid.epochs(loader, sampler, 0), forward_backward, cfg.max_steps)
-    return step_results(ends, tokens, plan, params)
+    loop = Loop(run.accelerator, run.model, run.optimizer, run.scheduler, cfg.logging_steps, cfg.max_grad_norm,
+                log=lambda r: None, examples_name="pairs", after_step=after_step)
+    loop.run(hybrid.epochs(run.loader, run.sampler, 0), run.forward_backward, cfg.max_steps)
+    return step_results(ends, tokens, plan, run.params)
 
 
 class StepClock(TrainerCallback):
@@ -244,7 +232,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--smoke", action="store_true", help="a quick check: allows fewer than 3 repeats")
     parser.add_argument("--max_length", type=int, default=128, help="passage tokens kept")
     parser.add_argument("--max_query_length", type=int, default=64, help="query tokens kept")
-    parser.add_argument("--chunk_tokens", type=int, default=2048, help="hf-hybrid's chunk token budget")
+    parser.add_argument("--chunk_tokens", type=int, help="hf-hybrid's chunk token budget (default: its own)")
     parser.add_argument("--mini_batch_size", type=int, help="gradient caching, on both sides")
     parser.add_argument("--mixed_precision", default="no", help="no, fp16 or bf16")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of each run")

@@ -62,9 +62,10 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
     max_query_length: int = field(default=64, metadata={"help": "query tokens kept (the rest is cut)"})
     max_passage_length: int = field(default=128, metadata={"help": "passage tokens kept (the rest is cut)"})
     hard_negatives: int = field(default=0, metadata={"help": "hard negatives per pair, from the rows' hard_negatives"})
-    chunk_tokens: int = field(default=2048, metadata={
+    chunk_tokens: int | None = field(default=None, metadata={
         "help": "token budget of a length-grouped chunk (rows x its longest text): each side of a batch is encoded "
-                "in chunks padded only to their own longest text"})
+                "in chunks padded only to their own longest text (default: 4 x the longest allowed sequence on CPU, "
+                "where small chunks run fastest, 128 x on GPU)"})
     mini_batch_size: int | None = field(default=None, metadata={
         "help": "gradient caching: encode at most this many texts at a time, so memory is bounded by the mini-batch, "
                 "not the batch (the loss and gradients stay the full batch's)"})
@@ -84,7 +85,7 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
         at_least(self, 1, "max_query_length", "max_passage_length")
         at_least(self, 0, "hard_negatives", "num_workers")
         longest = max(self.max_query_length, self.max_passage_length)
-        if self.chunk_tokens < longest:
+        if self.chunk_tokens is not None and self.chunk_tokens < longest:
             raise ConfigError(f"chunk_tokens {self.chunk_tokens} is below the longest allowed sequence ({longest} "
                               "tokens, max_query_length/max_passage_length): expected at least that")
         if self.mini_batch_size is not None and not 1 <= self.mini_batch_size <= self.batch_size:
@@ -190,11 +191,20 @@ def get_batch_sampler(cfg: HybridTrainingConfig, data, accelerator):
                         num_replicas=accelerator.num_processes, rank=accelerator.process_index)
 
 
+def chunk_budget(cfg: HybridTrainingConfig, device: torch.device) -> int:
+    """--chunk_tokens, or its default for the device: on 2 CPU cores, XQuAD-R batches of 32 pairs ran fastest at
+    3-4 times the longest sequence (docs/benchmarks.md); a GPU wants large chunks."""
+    if cfg.chunk_tokens is not None:
+        return cfg.chunk_tokens
+    return (128 if device.type == "cuda" else 4) * max(cfg.max_query_length, cfg.max_passage_length)
+
+
 def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, accelerator) -> DataLoader:
     pairs = PairDataset(data, encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length,
                         cfg.hard_negatives)
     return DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.num_workers,
-                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id, cfg.chunk_tokens, cfg.mini_batch_size),
+                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id, chunk_budget(cfg, accelerator.device),
+                                              cfg.mini_batch_size),
                       persistent_workers=cfg.num_workers > 0,
                       pin_memory=accelerator.device.type == "cuda")
 
@@ -283,14 +293,25 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
                             f"`hf-hybrid push {output_dir} --repo-id {cfg.push_to_hub}`)") from None
 
 
-def train(cfg: HybridTrainingConfig) -> Path:
-    """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
-    check_output_dir(cfg.output_dir)
-    if cfg.push_to_hub:  # a push that cannot work is refused before training, not after
-        check_push_ready(cfg.push_to_hub)
+@dataclass
+class Run:
+    """A hybrid training run built and prepared, ready for its loop: `train` runs it, and the benchmarks that
+    time or profile the training step run the same."""
+
+    accelerator: object
+    data: object
+    sampler: object
+    loader: DataLoader
+    model: object
+    optimizer: object
+    scheduler: object
+    forward_backward: object
+    params: list
+
+
+def build_run(cfg: HybridTrainingConfig) -> Run:
     accelerator = make_accelerator(cfg)
     set_seed(cfg.seed)
-    output_dir = Path(cfg.output_dir)
     data = load_training_data(cfg)
     sampler = get_batch_sampler(cfg, data, accelerator)
     encoder = build_encoder(cfg)
@@ -299,6 +320,19 @@ def train(cfg: HybridTrainingConfig) -> Path:
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     params = [p for p in encoder.parameters() if p.requires_grad]
     model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
+    forward_backward = contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator,
+                                        cached=cfg.mini_batch_size is not None)
+    return Run(accelerator, data, sampler, loader, model, optimizer, scheduler, forward_backward, params)
+
+
+def train(cfg: HybridTrainingConfig) -> Path:
+    """Fine-tune, checkpoint, and save the final model in the sentence-transformers layout."""
+    check_output_dir(cfg.output_dir)
+    if cfg.push_to_hub:  # a push that cannot work is refused before training, not after
+        check_push_ready(cfg.push_to_hub)
+    output_dir = Path(cfg.output_dir)
+    run = build_run(cfg)
+    accelerator, data, model, optimizer, scheduler = run.accelerator, run.data, run.model, run.optimizer, run.scheduler
     step, set_rng = resume(accelerator, model, optimizer, scheduler, output_dir) if cfg.resume else (0, None)
     _start_files(accelerator, cfg, output_dir, step)
     accelerator.print(
@@ -314,9 +348,8 @@ def train(cfg: HybridTrainingConfig) -> Path:
         loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm,
                     log=lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record),
                     examples_name="pairs", after_step=_after_step(cfg, batch_log, save))
-        forward_backward = contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator,
-                                            cached=cfg.mini_batch_size is not None)
-        window = loop.run(epochs(loader, sampler, step, set_rng), forward_backward, cfg.max_steps, start=step)
+        window = loop.run(epochs(run.loader, run.sampler, step, set_rng), run.forward_backward, cfg.max_steps,
+                          start=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data)
