@@ -88,7 +88,7 @@ def main():
     labels = ["step", *PHASES, *OPERATORS, "trained parameters (M)"]
     rows = [[label, *(f"{results[m].get(label, 0.0):.1f}" for m in args.modes)] for label in labels]
     print(f"ms per step, CPU ({torch.get_num_threads()} threads), batch {args.batch_size}, "
-          f"chunk_tokens {args.chunk_tokens}")
+          f"chunk_tokens {args.chunk_tokens or 'the default'}")
     print(markdown_table(["", *args.modes], rows))
     if args.out:
         with open(args.out, "w") as f:

@@ -37,6 +37,8 @@ def make_files():
              "lr-0.yaml": "learning_rate: 0\n", "alpha-1.5.yaml": "alpha: 1.5\n", "a-file": ""}
     for name, text in texts.items():
         (bad / name).write_text(text)
+    (bad / "run-cut" / "checkpoints" / "step-5").mkdir(parents=True)
+    (bad / "run-cut" / "checkpoints" / "step-5" / "trainable.safetensors").write_bytes(b"cut off")
     (bad / "sw.txt").write_text("".join(f"hati namba {i} ina maneno machache tu\n" for i in range(400)))
     Dataset.from_dict({"question": ["q"], "answer": ["a"]}).to_parquet(str(bad / "wrong-columns.parquet"))
     no_rows = {"group_id": [], "lang": [], "query": [], "passage": []}
@@ -115,6 +117,13 @@ CASES = [  # (what, file content, argv)
     ("warm-up ratio 5", "", "train --warmup_ratio 5"),
     ("unknown sampler", "", "train --sampler mixed"),
     ("batch larger than the groups", "", "train --data demo --batch_size 61"),
+    ("mini-batch larger than the batch", "", "train --batch_size 8 --mini_batch_size 9"),
+    ("mini-batch below 1", "", "train --mini_batch_size 0"),
+    ("chunk token budget below the longest sequence", "", "train --chunk_tokens 100"),
+    ("negative gradient-clipping norm", "", "train --max_grad_norm -1"),
+    ("--resume with only a cut-off checkpoint", "`checkpoints/step-5/` without its state.json",
+     "train --data demo --batch_size 8 --resume true --output_dir bad/run-cut"),
+    ("evaluation token budget below the longest sequence", "", "eval --data demo --batch_tokens 64"),
     ("fold that does not exist", "", "eval --data demo --split test --n_folds 2 --fold 2"),
     ("dev split without dev_fraction", "", "eval --data demo --split dev"),
     ("model: empty folder", "empty folder", "eval --data demo --model bad/empty-folder"),
