@@ -169,3 +169,25 @@ def test_full_training_uses_a_sparse_embedding_gradient(tiny_model_dir, tmp_path
     batch, _ = _batch(encoder, max_tokens=4096)
     _step(encoder, batch)
     assert encoder.model.get_input_embeddings().weight.grad.is_sparse
+
+
+def test_two_processes_train_with_gradient_caching(tiny_model_dir, tmp_path):
+    """Gathered negatives, a dense embedding gradient and one gradient synchronisation per step (no_sync before the
+    last mini-batch) under 2 CPU processes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(root / "recipes" / "train_hybrid.py"), "--model", str(tiny_model_dir), "--data", "demo",
+           "--batch_size", "4", "--mini_batch_size", "2", "--max_steps", "3", "--logging_steps", "1",
+           "--output_dir", str(tmp_path / "run")]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)
