@@ -153,10 +153,28 @@ def test_row_sparse_adamw_equals_torch_adamw_with_clipping():
     rows = sparse_opt.state[sparse[0].weight]["rows"]
     assert 10 < len(rows) < 50  # moments only for rows that had a gradient
 
-    state = sparse_opt.state_dict()  # a checkpoint round trip keeps the row indices integers
-    again = RowSparseAdamW(sparse.parameters(), lr=1e-2, weight_decay=0.1)
-    again.load_state_dict(state)
-    assert again.state[sparse[0].weight]["slot"].dtype == torch.long
+    state = sparse_opt.state_dict()  # a checkpoint round trip keeps the row indices exact integers, even in bf16
+    bf16 = torch.nn.Sequential(torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3)).to(torch.bfloat16)
+    for model in (sparse, bf16):
+        again = RowSparseAdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+        again.load_state_dict(state)
+        loaded = again.state[model[0].weight]
+        assert loaded["slot"].dtype == loaded["rows"].dtype == torch.long
+        assert torch.equal(loaded["rows"], sparse_opt.state[sparse[0].weight]["rows"])
+
+
+def test_fp16_loss_scaling_skips_an_overflowing_step_for_the_embedding_rows_too():
+    from hf_hybrid.training.sparse_adamw import RowSparseAdamW
+
+    model = torch.nn.Sequential(torch.nn.Embedding(20, 4, sparse=True), torch.nn.Linear(4, 2))
+    before = [p.detach().clone() for p in model.parameters()]
+    opt = RowSparseAdamW(model.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(model(torch.tensor([[1, 2, 3]])).sum() * float("inf")).backward()
+    scaler.step(opt)
+    scaler.update()
+    for old, new in zip(before, model.parameters(), strict=True):
+        assert torch.equal(old, new)  # the step was skipped everywhere, embedding rows included
 
 
 def test_full_training_uses_a_sparse_embedding_gradient(tiny_model_dir, tmp_path):
@@ -171,9 +189,10 @@ def test_full_training_uses_a_sparse_embedding_gradient(tiny_model_dir, tmp_path
     assert encoder.model.get_input_embeddings().weight.grad.is_sparse
 
 
-def test_two_processes_train_with_gradient_caching(tiny_model_dir, tmp_path):
-    """Gathered negatives, a dense embedding gradient and one gradient synchronisation per step (no_sync before the
-    last mini-batch) under 2 CPU processes."""
+@pytest.mark.parametrize("options", [["--mini_batch_size", "2"], ["--chunk_tokens", "128", "--batch_size", "6"]])
+def test_two_processes_train_with_gradient_caching_or_many_chunks(tiny_model_dir, tmp_path, options):
+    """Under 2 CPU processes: gathered negatives, a dense embedding gradient, one gradient synchronisation per step
+    (no_sync before the last mini-batch), and processes that split their sides into different numbers of chunks."""
     import json
     import os
     import subprocess
@@ -185,9 +204,9 @@ def test_two_processes_train_with_gradient_caching(tiny_model_dir, tmp_path):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
            str(root / "recipes" / "train_hybrid.py"), "--model", str(tiny_model_dir), "--data", "demo",
-           "--batch_size", "4", "--mini_batch_size", "2", "--max_steps", "3", "--logging_steps", "1",
-           "--output_dir", str(tmp_path / "run")]
-    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+           "--batch_size", "4", "--max_steps", "3", "--logging_steps", "1", "--output_dir", str(tmp_path / "run"),
+           *options]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)

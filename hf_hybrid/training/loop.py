@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch.profiler import record_function
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
@@ -38,7 +38,10 @@ class StepOutput:
 
 
 def make_accelerator(args: LoopArgs):
-    return Accelerator(mixed_precision=args.mixed_precision)
+    # the encoder's buffers (position and token type ids) are constants; broadcasting them before every forward
+    # pass would pair one process's chunk with another's collective when the processes run different chunk counts
+    return Accelerator(mixed_precision=args.mixed_precision,
+                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
 
 
 def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learning_rate: float):

@@ -20,8 +20,26 @@ ROW_KEYS = ("slot", "rows")  # integer state: a row's slot in the moments (-1: n
 
 class RowSparseAdamW(torch.optim.AdamW):
     def __init__(self, params, **kwargs):
+        if kwargs.get("amsgrad") or kwargs.get("maximize"):
+            raise ValueError("RowSparseAdamW supports neither amsgrad nor maximize")
         super().__init__(params, **kwargs)
-        self.register_load_state_dict_post_hook(_integer_rows)
+        # fp16 loss scaling: the GradScaler unscales every gradient and skips a step with inf/NaN itself (a fused
+        # AdamW would take that over, and the row update below would not know of it)
+        self._step_supports_amp_scaling = False
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch casts every state tensor but `step` to its parameter's dtype: the row indices are kept out of that
+        (a bf16 matrix could not hold them) and put back as integers."""
+        state_dict = _copy(state_dict)
+        rows = {index: {key: entry.pop(key) for key in ROW_KEYS if key in entry}
+                for index, entry in state_dict["state"].items()}
+        super().load_state_dict(state_dict)
+        params = [p for group in self.param_groups for p in group["params"]]
+        for index, kept in rows.items():
+            if kept:
+                param = params[int(index)]
+                self.state[param].update({key: value.long().to(param.device) for key, value in kept.items()})
+                self.state[param]["step"] = self.state[param]["step"].float().cpu()
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -68,14 +86,8 @@ class RowSparseAdamW(torch.optim.AdamW):
         p.index_copy_(0, state["rows"], updated)
 
 
-def _integer_rows(optimizer: RowSparseAdamW) -> None:
-    """`load_state_dict` casts every state tensor but `step` to its parameter's dtype: the row indices go back."""
-    for state in optimizer.state.values():
-        for key in ROW_KEYS:
-            if key in state:
-                state[key] = state[key].long()
-        if "slot" in state:
-            state["step"] = state["step"].float().cpu()
+def _copy(state_dict: dict) -> dict:
+    return {**state_dict, "state": {index: dict(entry) for index, entry in state_dict["state"].items()}}
 
 
 def sparse_gradient_norm_(parameters, max_norm: float) -> torch.Tensor:
