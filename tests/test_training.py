@@ -138,7 +138,7 @@ def test_hard_negatives_join_the_passages(tiny_model_dir, tmp_path):
 
     ds = load_parallel_qa(str(data))
     encoder = Encoder.from_pretrained(str(tiny_model_dir))
-    pairs = PairDataset(ds, encoder.tokenizer, encoder.prefixes, 32, 32, hard_negatives=1)
+    pairs = PairDataset(ds, encoder, 32, 32, hard_negatives=1)
     batch = PairCollator(encoder.tokenizer.pad_token_id, max_tokens=4096)([pairs[(0, 1)], pairs[(2, 3)]])
     assert len(batch["query"]) == 2 and len(batch["passage"]) == 4
     # the pre-tokenized rows are what the encoder's own tokenization gives

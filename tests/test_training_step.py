@@ -44,7 +44,7 @@ def _batch(encoder, max_tokens, max_rows=None, n=12):
     from hf_hybrid.data.parallel_qa import load_demo
 
     rows = load_demo(["en", "de", "sw"])
-    pairs = PairDataset(rows, encoder.tokenizer, encoder.prefixes, 48, 96)
+    pairs = PairDataset(rows, encoder, 48, 96)
     items = [pairs[(i, i)] for i in range(n)]
     return PairCollator(encoder.tokenizer.pad_token_id, max_tokens, max_rows)(items), items
 

@@ -41,6 +41,14 @@ def pad(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def in_order(pieces: list[torch.Tensor], groups: list[list[int]]) -> torch.Tensor:
+    """Rows computed group by group (`pieces[k]` holds the rows `groups[k]`) put back in their original order."""
+    order = torch.tensor([i for rows in groups for i in rows])
+    inverse = torch.empty_like(order)
+    inverse[order] = torch.arange(len(order))
+    return torch.cat(pieces)[inverse.to(pieces[0].device)]
+
+
 @dataclass
 class Chunks:
     """One side of a batch (its queries, or its passages) as length-grouped chunks, each padded to its own
@@ -70,10 +78,7 @@ class Chunks:
 
     def in_batch_order(self, pieces: list[torch.Tensor]) -> torch.Tensor:
         """The chunks' embeddings (in chunk order) put back in batch order."""
-        order = torch.tensor([i for rows in self.rows for i in rows])
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(len(order))
-        return torch.cat(pieces)[inverse.to(pieces[0].device)]
+        return in_order(pieces, self.rows)
 
     def embed(self, model, langs: list[str] | None, device) -> torch.Tensor:
         """Embeddings of every row, in batch order, with gradients."""

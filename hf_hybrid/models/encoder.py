@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 from hf_hybrid.errors import ConfigError, EncoderLoadError
 from hf_hybrid.models import st_layout
 from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records, route_adapters
-from hf_hybrid.models.chunks import pad, plan_chunks
+from hf_hybrid.models.chunks import in_order, pad, plan_chunks
 from hf_hybrid.models.offline import E5_PREFIXES, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -120,10 +120,8 @@ class Encoder(nn.Module):
         return next(self.model.parameters()).device
 
     def tokenize(self, texts: list[str], kind: str, max_length: int | None = None):
-        if kind not in TEXT_KINDS:
-            raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
-        return self.tokenizer([self.prefixes[kind] + t for t in texts], padding=True, truncation=True,
-                              max_length=max_length or self.max_length, return_tensors="pt")
+        """`token_ids` padded to the longest text, as tensors."""
+        return self.tokenizer.pad({"input_ids": self.token_ids(texts, kind, max_length)}, return_tensors="pt")
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 langs: list[str] | None = None) -> torch.Tensor:
@@ -131,16 +129,14 @@ class Encoder(nn.Module):
         pass through that language's adapter."""
         if not self.routed or langs is None:
             return self._embed(input_ids, attention_mask)
-        order, pieces = [], []
+        groups, pieces = [], []
         for lang in dict.fromkeys(langs):
             rows = [i for i, row_lang in enumerate(langs) if row_lang == lang]
             self.route_to(lang)
-            order += rows
+            groups.append(rows)
             pieces.append(self._embed(input_ids[rows], attention_mask[rows]))
         self.route_to(None)
-        inverse = torch.empty(len(order), dtype=torch.long)
-        inverse[torch.tensor(order)] = torch.arange(len(order))
-        return torch.cat(pieces)[inverse.to(input_ids.device)]
+        return in_order(pieces, groups)
 
     def route_to(self, lang: str | None) -> None:
         """Send the next forward passes through `lang`'s routed adapter (through none for None or another
@@ -169,12 +165,12 @@ class Encoder(nn.Module):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
-    def token_ids(self, texts: list[str], kind: str) -> list[list[int]]:
-        """Each text's token ids with its kind's prefix, cut at max_length, unpadded."""
+    def token_ids(self, texts: list[str], kind: str, max_length: int | None = None) -> list[list[int]]:
+        """Each text's token ids with its kind's prefix, cut at `max_length` (default: the encoder's), unpadded."""
         if kind not in TEXT_KINDS:
             raise ValueError(f"kind must be one of {TEXT_KINDS}, got {kind!r}")
         return self.tokenizer([self.prefixes[kind] + t for t in texts], truncation=True,
-                              max_length=self.max_length)["input_ids"]
+                              max_length=max_length or self.max_length)["input_ids"]
 
     @torch.inference_mode()
     def encode(self, texts: list[str], kind: str = "passage", batch_size: int = 64,

@@ -97,13 +97,10 @@ class PairDataset(torch.utils.data.Dataset):
     """Indexed by (query_row, passage_row) pairs from a sampler. Every text is tokenized once,
     up front, so a training step only pads."""
 
-    def __init__(self, rows, tokenizer, prefixes: dict[str, str], max_query_length: int,
-                 max_passage_length: int, hard_negatives: int = 0):
-        def token_ids(texts, prefix, max_length):
-            return tokenizer([prefix + t for t in texts], truncation=True, max_length=max_length)["input_ids"]
-
-        self.query_ids = token_ids(rows["query"], prefixes["query"], max_query_length)
-        self.passage_ids = token_ids(rows["passage"], prefixes["passage"], max_passage_length)
+    def __init__(self, rows, encoder: Encoder, max_query_length: int, max_passage_length: int,
+                 hard_negatives: int = 0):
+        self.query_ids = encoder.token_ids(rows["query"], "query", max_query_length)
+        self.passage_ids = encoder.token_ids(rows["passage"], "passage", max_passage_length)
         self.langs, self.groups = rows["lang"], rows["group_id"]
         self.negative_ids = None
         if hard_negatives:
@@ -115,7 +112,7 @@ class PairDataset(torch.utils.data.Dataset):
                     raise DataError(f"group {group!r} ({lang}) has {len(negatives or [])} hard negatives, "
                                      f"{hard_negatives} needed")
                 negatives = negatives[:hard_negatives]
-                self.negative_ids.append(token_ids(negatives, prefixes["passage"], max_passage_length))
+                self.negative_ids.append(encoder.token_ids(negatives, "passage", max_passage_length))
 
     def __len__(self):
         return len(self.query_ids)
@@ -200,7 +197,7 @@ def chunk_budget(cfg: HybridTrainingConfig, device: torch.device) -> int:
 
 
 def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, accelerator) -> DataLoader:
-    pairs = PairDataset(data, encoder.tokenizer, encoder.prefixes, cfg.max_query_length, cfg.max_passage_length,
+    pairs = PairDataset(data, encoder, cfg.max_query_length, cfg.max_passage_length,
                         cfg.hard_negatives)
     return DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.num_workers,
                       collate_fn=PairCollator(encoder.tokenizer.pad_token_id, chunk_budget(cfg, accelerator.device),
