@@ -21,7 +21,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from hf_hybrid.models.offline import resolve_model_path
 from hf_hybrid.tables import markdown_table
-from hf_hybrid.training.hybrid import HybridTrainingConfig, build_run, epochs
+from hf_hybrid.training.hybrid import HybridTrainingConfig, build_run
 from hf_hybrid.training.loop import training_step
 
 PHASES = ("collate", "forward", "loss", "backward", "optimizer")
@@ -40,7 +40,7 @@ def profile_mode(args, model_path: str, mode: str, tmp: str) -> dict:
                                chunk_tokens=args.chunk_tokens, mixed_precision="no", output_dir=f"{tmp}/{mode}",
                                **MODES[mode])
     run = build_run(cfg)
-    batches = epochs(run.loader, run.sampler, 0)
+    batches = run.batches()
     run.model.train()
 
     def one_step():

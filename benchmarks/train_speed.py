@@ -84,7 +84,7 @@ def run_hf_hybrid(plan: dict) -> dict:
 
     loop = Loop(run.accelerator, run.model, run.optimizer, run.scheduler, cfg.logging_steps, cfg.max_grad_norm,
                 log=lambda r: None, examples_name="pairs", after_step=after_step)
-    loop.run(hybrid.epochs(run.loader, run.sampler, 0), run.forward_backward, cfg.max_steps)
+    loop.run(run.batches(), run.forward_backward, cfg.max_steps)
     return step_results(ends, tokens, plan, run.params)
 
 

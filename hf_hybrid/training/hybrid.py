@@ -36,6 +36,14 @@ from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.chunks import Chunks
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS, make_sampler
+from hf_hybrid.training.auxiliary import (
+    AnchorReplay,
+    AuxiliaryArgs,
+    JointMLM,
+    build_auxiliary,
+    with_auxiliary,
+    with_replay,
+)
 from hf_hybrid.training.checkpoint import resume, save_checkpoint
 from hf_hybrid.training.grad_cache import cached_forward_backward
 from hf_hybrid.training.loop import (
@@ -53,8 +61,10 @@ LOG_FILE = "train_log.jsonl"
 
 
 @dataclass
-class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointArgs, HubArgs, AdapterOptions):
-    """Hybrid-batch fine-tuning: the shared model, data, LoRA, loop, checkpoint and Hub arguments, and these."""
+class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointArgs, HubArgs, AdapterOptions,
+                           AuxiliaryArgs):
+    """Hybrid-batch fine-tuning: the shared model, data, LoRA, loop, checkpoint, Hub and auxiliary-loss (anchor,
+    joint MLM) arguments, and these."""
 
     sampler: str = field(default="hybrid", metadata={"help": "hybrid, x-x, x-y, en-en or random"})
     alpha: float = field(default=0.5, metadata={"help": "probability of a monolingual batch (hybrid sampler)"})
@@ -177,9 +187,11 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
 
 def sparse_embedding_gradient(encoder: Encoder, accelerator) -> None:
     """A trained word-embedding matrix gets a sparse gradient (the rows of the batch's tokens), which the loop's
-    AdamW updates row by row; under several processes it stays dense, as DDP reduces dense gradients."""
+    AdamW updates row by row; under several processes it stays dense, as DDP reduces dense gradients, and so it
+    does under joint MLM, whose decoder (the same matrix) projects onto every row."""
     embeddings = encoder.model.get_input_embeddings()
-    embeddings.sparse = embeddings.weight.requires_grad and accelerator.num_processes == 1
+    embeddings.sparse = (embeddings.weight.requires_grad and accelerator.num_processes == 1
+                         and not hasattr(encoder, "mlm_head"))
 
 
 def get_batch_sampler(cfg: HybridTrainingConfig, data, accelerator):
@@ -304,6 +316,12 @@ class Run:
     scheduler: object
     forward_backward: object
     params: list
+    anchor: AnchorReplay | None = None
+    mlm: JointMLM | None = None
+
+    def batches(self, start: int = 0, set_rng=None):
+        """The training batches from step `start`, with each step's replay and MLM batches."""
+        return with_replay(epochs(self.loader, self.sampler, start, set_rng), start, self.anchor, self.mlm)
 
 
 def build_run(cfg: HybridTrainingConfig) -> Run:
@@ -313,13 +331,16 @@ def build_run(cfg: HybridTrainingConfig) -> Run:
     sampler = get_batch_sampler(cfg, data, accelerator)
     encoder = build_encoder(cfg)
     loader = get_dataloader(cfg, data, encoder, sampler, accelerator)
-    sparse_embedding_gradient(encoder, accelerator)
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
+    anchor, mlm = build_auxiliary(cfg, encoder, data, accelerator, chunk_budget(cfg, accelerator.device), cfg.model,
+                                  cfg.seed, cfg.mini_batch_size)
+    sparse_embedding_gradient(encoder, accelerator)
     params = [p for p in encoder.parameters() if p.requires_grad]
     model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
     forward_backward = contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator,
                                         cached=cfg.mini_batch_size is not None)
-    return Run(accelerator, data, sampler, loader, model, optimizer, scheduler, forward_backward, params)
+    forward_backward = with_auxiliary(forward_backward, accelerator, anchor, cfg.anchor_weight, mlm, cfg.mlm_weight)
+    return Run(accelerator, data, sampler, loader, model, optimizer, scheduler, forward_backward, params, anchor, mlm)
 
 
 def train(cfg: HybridTrainingConfig) -> Path:
@@ -345,8 +366,7 @@ def train(cfg: HybridTrainingConfig) -> Path:
         loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm,
                     log=lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record),
                     examples_name="pairs", after_step=_after_step(cfg, batch_log, save))
-        window = loop.run(epochs(run.loader, run.sampler, step, set_rng), run.forward_backward, cfg.max_steps,
-                          start=step)
+        window = loop.run(run.batches(step, set_rng), run.forward_backward, cfg.max_steps, start=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data)

@@ -35,6 +35,7 @@ class StepOutput:
     loss: torch.Tensor
     examples: int
     tokens: int
+    parts: dict = field(default_factory=dict)  # losses beside the main one (anchor, MLM), logged by name
 
 
 def make_accelerator(args: LoopArgs):
@@ -84,10 +85,13 @@ class LogWindow:
     examples: int = 0
     tokens: int = 0
     losses: list = field(default_factory=list)
+    parts: dict = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
 
     def add(self, out: StepOutput) -> None:
         self.losses.append(out.loss.detach())
+        for name, value in out.parts.items():
+            self.parts.setdefault(name, []).append(value.detach())
         self.examples += out.examples * self.processes
         self.tokens += out.tokens * self.processes
 
@@ -98,9 +102,11 @@ class LogWindow:
     def record(self, accelerator, step: int, lr: float, examples_name: str) -> dict:
         """The mean loss of the window over every process (then the window empties) and throughput."""
         loss = accelerator.reduce(torch.stack(self.losses).mean(), "mean").item()
-        self.losses = []
+        parts = {name: accelerator.reduce(torch.stack(values).mean(), "mean").item()
+                 for name, values in self.parts.items()}
+        self.losses, self.parts = [], {}
         elapsed = self.seconds
-        return {"step": step, "loss": loss, "lr": lr, f"{examples_name}_per_s": self.examples / elapsed,
+        return {"step": step, "loss": loss, **parts, "lr": lr, f"{examples_name}_per_s": self.examples / elapsed,
                 "tokens_per_s": self.tokens / elapsed}
 
 

@@ -1,0 +1,297 @@
+"""Losses beside the contrastive one that keep what fine-tuning on a few languages would lose elsewhere.
+
+- **Anchor** (Reimers & Gurevych 2020's student kept on its teacher): a replay batch of texts whose embeddings stay
+  near the starting model's; the loss is the squared distance of the normalised embeddings (2 - 2 cos), the starting
+  model's embeddings computed once, before training, on the same truncated tokens.
+- **Joint masked LM** (LASER3's MLM beside distillation; MAFT's mixed-language adaptation): a masked-LM loss on
+  low-resource (and high-resource) text in the same step, on the same trainable parameters, through an MLM head whose
+  decoder is the word-embedding matrix; a checkpoint without a head gets one fitted first with the encoder frozen,
+  as DAPT does.
+
+Each step's replay and MLM batches are drawn from (seed, step, process), so a resumed run draws what the
+uninterrupted one did. Their texts are kept apart from evaluation text by the 8-gram check of DAPT (`--exclude`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+import torch
+from torch.profiler import record_function
+
+from hf_hybrid.config import Args, at_least
+from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
+from hf_hybrid.data.text import Decontaminator, evaluation_sentences, load_texts
+from hf_hybrid.errors import ConfigError, DataError
+from hf_hybrid.languages import normalize_lang
+from hf_hybrid.models.chunks import Chunks
+from hf_hybrid.training.mlm import MaskedLMObjective, MaskingCollator, chunk_documents, load_mlm
+
+logger = logging.getLogger(__name__)
+
+TRAIN_TEXT = "train"  # a text source: the training rows' own queries and passages
+
+
+@dataclass
+class AnchorArgs(Args):
+    anchor_weight: float = field(default=0.0, metadata={
+        "help": "weight of the anchor loss: a replay batch's embeddings kept near the starting model's (0: off)"})
+    anchor_batch_size: int = field(default=32, metadata={"help": "replay texts per step"})
+    anchor_texts_per_language: int = field(default=256, metadata={
+        "help": "replay texts drawn once per language (the starting model embeds them before training)"})
+    anchor_max_length: int = field(default=128, metadata={"help": "tokens of a replay text kept"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least(self, 0, "anchor_weight")
+        at_least(self, 1, "anchor_batch_size", "anchor_texts_per_language")
+        at_least(self, 8, "anchor_max_length")
+
+
+@dataclass
+class AuxiliaryArgs(AnchorArgs):
+    """The anchor and joint-MLM options of hybrid fine-tuning."""
+
+    anchor_text: list[str] | None = field(default=None, metadata={
+        "help": f"replay text sources: any DAPT text source (MasakhaNEWS, SIB-200, files, datasets) and "
+                f"'{TRAIN_TEXT}' (the training rows' own texts)"})
+    anchor_languages: list[str] | None = field(default=None, metadata={
+        "help": "replay languages of the text sources (default: the 13 FLORES low-resource languages they have)"})
+    mlm_weight: float = field(default=0.0, metadata={
+        "help": "weight of a masked-LM loss on --mlm_text in the same step (0: off; one process)"})
+    mlm_text: list[str] | None = field(default=None, metadata={
+        "help": f"masked-LM text sources, as --anchor_text ('{TRAIN_TEXT}': the training passages)"})
+    mlm_languages: list[str] | None = field(default=None, metadata={
+        "help": "masked-LM languages of the text sources (default: the 13 FLORES low-resource languages they have)"})
+    mlm_batch_size: int = field(default=8, metadata={"help": "masked-LM sequences per step"})
+    mlm_max_length: int = field(default=128, metadata={"help": "tokens per masked-LM sequence"})
+    mlm_sequences_per_language: int = field(default=512, metadata={"help": "masked-LM sequences kept per language"})
+    mlm_head_steps: int = field(default=100, metadata={
+        "help": "steps fitting a new MLM head (encoder frozen) when the checkpoint has none"})
+    exclude: list[str] | None = field(default=None, metadata={
+        "help": "evaluation benchmarks (any --data source): replay and MLM documents overlapping them are dropped"})
+
+    def __post_init__(self):
+        super().__post_init__()
+        at_least(self, 0, "mlm_weight", "mlm_head_steps")
+        at_least(self, 1, "mlm_batch_size", "mlm_sequences_per_language")
+        at_least(self, 8, "mlm_max_length")
+        if self.anchor_weight > 0 and not self.anchor_text:
+            raise ConfigError(f"anchor_weight {self.anchor_weight} needs --anchor_text (text sources, or "
+                              f"'{TRAIN_TEXT}' for the training rows' texts)")
+        if self.mlm_weight > 0 and not self.mlm_text:
+            raise ConfigError(f"mlm_weight {self.mlm_weight} needs --mlm_text (text sources, or '{TRAIN_TEXT}')")
+
+
+def source_texts(sources: list[str], languages: list[str] | None, train_rows, exclude: list[str] | None,
+                 per_language: int, seed: int, option: str) -> dict[str, list[str]]:
+    """Up to `per_language` documents per language: the training rows' texts for 'train', and the other sources'
+    documents in `languages` (default: the FLORES low-resource languages they have), those overlapping the
+    `exclude` benchmarks dropped. A language asked for by name without text is an error."""
+    rng = random.Random(seed)
+    texts: dict[str, list[str]] = {}
+    if TRAIN_TEXT in sources:
+        for lang in sorted(set(train_rows["lang"])):
+            rows = [i for i, row_lang in enumerate(train_rows["lang"]) if row_lang == lang]
+            texts[lang] = list(dict.fromkeys([train_rows["query"][i] for i in rows] +
+                                             [train_rows["passage"][i] for i in rows]))
+    others = [s for s in sources if s != TRAIN_TEXT]
+    asked = [normalize_lang(lang) for lang in languages] if languages else None
+    for lang in asked or [normalize_lang(lang) for lang in FLORES_LOW_RESOURCE]:
+        docs = list(dict.fromkeys(t for source in others for t in load_texts(source, lang)))
+        if docs and exclude:
+            guard = Decontaminator(evaluation_sentences(exclude, lang))
+            docs = [d for d in docs if not guard.contains_eval_text(d)]
+        if docs:
+            texts[lang] = texts.get(lang, []) + docs
+        elif others and asked:
+            raise DataError(f"--{option}: no text in language {lang!r} in {', '.join(others)}")
+    if not texts:
+        raise DataError(f"--{option}: no text in {', '.join(sources)} for any language asked for")
+    return {lang: rng.sample(docs, min(per_language, len(docs))) for lang, docs in texts.items()}
+
+
+def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + rank)
+
+
+def anchor_loss(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between the embeddings and the starting model's (2 - 2 cos when both are unit)."""
+    return (embeddings.float() - targets).pow(2).sum(-1).mean()
+
+
+class AnchorReplay:
+    """Replay texts (token ids, languages) with the starting model's embeddings of them."""
+
+    def __init__(self, ids: list[list[int]], langs: list[str], targets: torch.Tensor, batch_size: int,
+                 pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None):
+        self.ids, self.langs, self.targets = ids, langs, targets
+        self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
+        self.seed, self.rank = seed, rank
+
+    @classmethod
+    @torch.no_grad()
+    def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
+              rank: int = 0, max_rows: int | None = None) -> AnchorReplay:
+        """The starting model's embeddings of `texts` (eval mode: no dropout), on the tokens training will see."""
+        ids, langs = [], []
+        for lang, docs in texts.items():
+            ids += encoder.token_ids(docs, "passage", args.anchor_max_length)
+            langs += [lang] * len(docs)
+        pad_id = encoder.tokenizer.pad_token_id if encoder.tokenizer.pad_token_id is not None else 0
+        was_training = encoder.training
+        encoder.eval()
+        targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
+            encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
+        encoder.train(was_training)
+        logger.info("anchor: %d replay texts in %d languages (%s)", len(ids), len(texts), ", ".join(texts))
+        return cls(ids, langs, targets, min(args.anchor_batch_size, len(ids)), pad_id, max_tokens, seed, rank,
+                   max_rows)
+
+    def batch(self, step: int) -> dict:
+        picked = torch.randperm(len(self.ids), generator=_step_generator(self.seed, step, self.rank))
+        picked = picked[: self.batch_size].tolist()
+        return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
+                "langs": [self.langs[i] for i in picked], "targets": self.targets[picked]}
+
+    def loss(self, model, batch: dict, device) -> torch.Tensor:
+        embeddings = batch["chunks"].embed(model, batch["langs"], device)
+        return anchor_loss(embeddings, batch["targets"].to(device))
+
+
+def masked_lm_loss(model, head, batch: dict, device) -> torch.Tensor:
+    """Mean cross-entropy over the masked tokens; the vocabulary projection runs at those positions only."""
+    batch = {k: v.to(device) for k, v in batch.items()}
+    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    picked = batch["labels"] != -100
+    return torch.nn.functional.cross_entropy(head(hidden[picked]).float(), batch["labels"][picked])
+
+
+def plain_model(model):
+    """The transformers model inside a peft wrapper (its LoRA layers in place), or the model itself."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+class JointMLM:
+    """Masked-LM sequences of several languages and a head on the encoder being trained (registered on the encoder
+    as `mlm_head`, so checkpoints keep it and its final save leaves it out)."""
+
+    def __init__(self, sequences: list[dict], collator: MaskingCollator, batch_size: int, seed: int):
+        self.sequences, self.collator, self.batch_size, self.seed = sequences, collator, batch_size, seed
+
+    @classmethod
+    def build(cls, encoder, model_name: str, texts: dict[str, list[str]], args: AuxiliaryArgs,
+              seed: int) -> JointMLM:
+        mlm, tokenizer, new_head = load_mlm(model_name)
+        head = MaskedLMObjective(mlm).head
+        output = mlm.get_output_embeddings()
+        if output is not None and output.weight is mlm.get_input_embeddings().weight:  # tied: to the trained matrix
+            output.weight = plain_model(encoder.model).get_input_embeddings().weight
+        encoder.add_module("mlm_head", head.to(encoder.device))
+        collator = MaskingCollator(tokenizer, "token", 0.15)
+        sequences = []
+        for lang, docs in texts.items():
+            chunks = chunk_documents(tokenizer, docs, args.mlm_max_length)
+            if not chunks:
+                raise DataError(f"--mlm_text: the {lang} text is shorter than one sequence of "
+                                f"{args.mlm_max_length} tokens")
+            sequences += chunks[: args.mlm_sequences_per_language]
+        logger.info("joint MLM: %d sequences of %d tokens in %d languages (%s)", len(sequences),
+                    args.mlm_max_length, len(texts), ", ".join(texts))
+        joint = cls(sequences, collator, min(args.mlm_batch_size, len(sequences)), seed)
+        if new_head and args.mlm_head_steps:
+            joint.fit_head(encoder, args.mlm_head_steps)
+        return joint
+
+    def batch(self, step: int) -> dict:
+        generator = _step_generator(self.seed, step, 0)
+        picked = torch.randperm(len(self.sequences), generator=generator)[: self.batch_size].tolist()
+        return self.collator([self.sequences[i] for i in picked], generator)
+
+    def loss(self, encoder, batch: dict, device) -> torch.Tensor:
+        return masked_lm_loss(encoder.model, encoder.mlm_head, batch, device)
+
+    def fit_head(self, encoder, steps: int, learning_rate: float = 1e-3) -> None:
+        """A new head fitted on the MLM text with the encoder frozen (its decoder is the word-embedding matrix,
+        so only the transform and the bias learn), before it trains the encoder."""
+        head = encoder.mlm_head
+        params = [p for n, p in head.named_parameters() if p.requires_grad and "decoder.weight" not in n]
+        optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
+        fitted = {id(p) for p in params}
+        frozen = [p for p in encoder.parameters() if p.requires_grad and id(p) not in fitted]
+        for p in frozen:  # the decoder (the word embeddings) gets no gradient to carry into the first step
+            p.requires_grad_(False)
+        first = last = None
+        for step in range(steps):
+            batch = {k: v.to(encoder.device) for k, v in self.batch(-1 - step).items()}
+            with torch.no_grad():
+                hidden = encoder.model(input_ids=batch["input_ids"],
+                                       attention_mask=batch["attention_mask"]).last_hidden_state
+            picked = batch["labels"] != -100
+            loss = torch.nn.functional.cross_entropy(head(hidden[picked]).float(), batch["labels"][picked])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            first, last = first if first is not None else loss.item(), loss.item()
+        for p in frozen:
+            p.requires_grad_(True)
+        logger.info("joint MLM: new head fitted in %d steps (loss %.3f -> %.3f)", steps, first, last)
+
+
+def with_replay(batches, start: int, anchor: AnchorReplay | None, mlm: JointMLM | None):
+    """The batches of steps start+1, start+2, ... with that step's replay and MLM batches added."""
+    for step, batch in enumerate(batches, start + 1):
+        if anchor is not None:
+            batch["anchor"] = anchor.batch(step)
+        if mlm is not None:
+            batch["mlm"] = mlm.batch(step)
+        yield batch
+
+
+def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, anchor_weight: float,
+                   mlm: JointMLM | None, mlm_weight: float):
+    """The contrastive `forward_backward` with the anchor and MLM losses before it, each with its own backward
+    (memory holds one graph at a time); gradients are synchronised once, by the contrastive backward."""
+    if anchor is None and mlm is None:
+        return forward_backward
+    device = accelerator.device
+
+    def step(model, batch, backward):
+        parts = {}
+        with accelerator.no_sync(model):
+            if anchor is not None:
+                with record_function("anchor"):
+                    loss = anchor.loss(model, batch["anchor"], device)
+                    backward(anchor_weight * loss)
+                parts["anchor_loss"] = loss.detach()
+            if mlm is not None:
+                with record_function("mlm"):
+                    loss = mlm.loss(accelerator.unwrap_model(model), batch["mlm"], device)
+                    backward(mlm_weight * loss)
+                parts["mlm_loss"] = loss.detach()
+        out = forward_backward(model, batch, backward)
+        out.parts.update(parts)
+        return out
+
+    return step
+
+
+def build_auxiliary(cfg: AuxiliaryArgs, encoder, train_rows, accelerator, max_tokens: int, model_name: str,
+                    seed: int, max_rows: int | None = None) -> tuple[AnchorReplay | None, JointMLM | None]:
+    """The replay and MLM streams a config asks for (None for each it does not), the encoder on its device."""
+    anchor = mlm = None
+    if cfg.anchor_weight > 0:
+        texts = source_texts(cfg.anchor_text, cfg.anchor_languages, train_rows, cfg.exclude,
+                             cfg.anchor_texts_per_language, seed, "anchor_text")
+        anchor = AnchorReplay.build(encoder, texts, cfg, max(max_tokens, cfg.anchor_max_length), seed,
+                                    accelerator.process_index, max_rows)
+    if cfg.mlm_weight > 0:
+        if accelerator.num_processes > 1:
+            raise ConfigError("mlm_weight > 0 runs in one process (its head is trained beside the DDP-wrapped "
+                              "encoder): launch one process, or train without --mlm_weight")
+        texts = source_texts(cfg.mlm_text, cfg.mlm_languages, train_rows, cfg.exclude,
+                             cfg.mlm_sequences_per_language, seed, "mlm_text")
+        mlm = JointMLM.build(encoder, model_name, texts, cfg, seed)
+    return anchor, mlm

@@ -1,0 +1,137 @@
+"""Anchored fine-tuning and joint masked-LM training: the losses beside the contrastive one."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hf_hybrid.data.parallel_qa import load_parallel_qa
+from hf_hybrid.errors import ConfigError, DataError
+from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.training.auxiliary import AnchorArgs, AnchorReplay, source_texts
+from hf_hybrid.training.hybrid import HybridTrainingConfig, train
+
+LANGS = ["en", "de", "sw"]
+
+
+def config(tiny_model_dir, out, **kw):
+    return HybridTrainingConfig(**{"model": str(tiny_model_dir), "data": "demo", "languages": LANGS,
+                                   "batch_size": 8, "learning_rate": 2e-3, "logging_steps": 2, "max_steps": 8,
+                                   "output_dir": str(out), **kw})
+
+
+def _drift(model_dir, start_dir, texts) -> float:
+    """Mean squared distance of the texts' embeddings from the starting model's."""
+    start = Encoder.from_pretrained(str(start_dir)).encode(texts)
+    return (Encoder.from_pretrained(str(model_dir)).encode(texts) - start).pow(2).sum(-1).mean().item()
+
+
+def test_the_anchor_loss_starts_at_zero_and_is_the_distance_to_the_starting_embeddings(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    rows = load_parallel_qa("demo", LANGS)
+    texts = source_texts(["train"], None, rows, None, 5, 0, "anchor_text")
+    assert sorted(texts) == sorted(LANGS) and all(len(t) == 5 for t in texts.values())
+    replay = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=6), 512, seed=0)
+    batch = replay.batch(1)
+    assert len(batch["chunks"]) == 6 and replay.batch(1)["langs"] == batch["langs"]  # drawn from (seed, step)
+    assert replay.batch(2)["targets"].tolist() != batch["targets"].tolist()
+    encoder.eval()
+    with torch.no_grad():
+        assert replay.loss(encoder, batch, "cpu").item() < 1e-10  # the starting model is its own anchor
+        for p in encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        moved = replay.loss(encoder, batch, "cpu").item()
+        embeddings = batch["chunks"].embed(encoder, batch["langs"], "cpu")
+    cosines = (embeddings * batch["targets"]).sum(-1)
+    assert moved > 0 and moved == pytest.approx((2 - 2 * cosines).mean().item(), rel=1e-4)
+
+
+def test_the_anchor_keeps_replay_texts_near_the_starting_model(tiny_model_dir, tmp_path):
+    plain = train(config(tiny_model_dir, tmp_path / "plain"))
+    anchored = train(config(tiny_model_dir, tmp_path / "anchored", anchor_weight=20.0, anchor_text=["train"]))
+    rows = load_parallel_qa("demo", LANGS)
+    texts = list(dict.fromkeys(rows["passage"]))
+    drift_plain, drift_anchored = (_drift(run, tiny_model_dir, texts) for run in (plain, anchored))
+    assert drift_anchored < 0.5 * drift_plain, (drift_anchored, drift_plain)
+    log = [json.loads(line) for line in (anchored / "train_log.jsonl").read_text().splitlines()]
+    assert all("anchor_loss" in r and r["anchor_loss"] >= 0 for r in log)
+
+
+def test_joint_mlm_trains_its_head_and_leaves_it_out_of_the_saved_model(tiny_model_dir, tmp_path, caplog):
+    caplog.set_level("INFO", logger="hf_hybrid")
+    run = train(config(tiny_model_dir, tmp_path / "mlm", mlm_weight=1.0, mlm_text=["train"], mlm_batch_size=4,
+                       mlm_max_length=32, mlm_head_steps=5))
+    assert "new head fitted in 5 steps" in caplog.text
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["mlm_loss"] > 0 for r in log)
+    saved = load_file(str(run / "model.safetensors"))
+    assert not any("mlm_head" in k or "predictions" in k for k in saved)
+    assert Encoder.from_pretrained(str(run)).encode(["hello"]).shape == (1, 32)
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_a_resumed_run_with_anchor_and_mlm_ends_where_the_uninterrupted_one_does(tiny_model_dir, tmp_path,
+                                                                                 monkeypatch):
+    import hf_hybrid.training.hybrid as hybrid
+
+    extra = dict(anchor_weight=5.0, anchor_text=["train"], anchor_batch_size=4, mlm_weight=0.5, mlm_text=["train"],
+                 mlm_batch_size=4, mlm_max_length=32, mlm_head_steps=2, max_steps=6, save_steps=3, logging_steps=1)
+    whole = train(config(tiny_model_dir, tmp_path / "whole", **extra))
+    save = hybrid.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise Stopped
+
+    monkeypatch.setattr(hybrid, "save_checkpoint", save_then_stop)
+    with pytest.raises(Stopped):
+        train(config(tiny_model_dir, tmp_path / "cut", **extra))
+    monkeypatch.setattr(hybrid, "save_checkpoint", save)
+    resumed = train(config(tiny_model_dir, tmp_path / "cut", resume=True, **extra))
+    expected, got = load_file(str(whole / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    assert max((expected[k] - got[k]).abs().max().item() for k in expected) == 0.0
+
+    def log(out):
+        return [(r["step"], r["anchor_loss"], r["mlm_loss"])
+                for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())]
+
+    assert log(resumed) == log(whole)
+
+
+def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
+    (tmp_path / "yo.txt").write_text(
+        "Ilé ìwé wa tóbi gan an ni ìlú Ibadan àti gbogbo agbègbè rẹ̀ lónìí\nọ̀rọ̀ mìíràn tí kò sí nínú ìdánwò\n",
+        encoding="utf-8")
+    bench = tmp_path / "bench.jsonl"
+    bench.write_text(json.dumps({"group_id": "g1", "lang": "yo", "query": "Níbo ni?", "passage":
+                                 "Ilé ìwé wa tóbi gan an ni ìlú Ibadan àti gbogbo agbègbè rẹ̀"}) + "\n"
+                     + json.dumps({"group_id": "g1", "lang": "en", "query": "Where?", "passage": "Our school."})
+                     + "\n", encoding="utf-8")
+    source = str(tmp_path / "{lang}.txt")
+    kept = source_texts([source], ["yo"], None, None, 10, 0, "anchor_text")
+    assert len(kept["yo"]) == 2
+    kept = source_texts([source], ["yo"], None, [str(bench)], 10, 0, "anchor_text")
+    assert kept == {"yo": ["ọ̀rọ̀ mìíràn tí kò sí nínú ìdánwò"]}
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"anchor_weight": -1.0}, "anchor_weight must be at least 0, got -1.0"),
+    ({"mlm_weight": -0.5}, "mlm_weight must be at least 0, got -0.5"),
+    ({"anchor_weight": 1.0}, "anchor_weight 1.0 needs --anchor_text"),
+    ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
+])
+def test_bad_weights_are_refused(tiny_model_dir, tmp_path, kw, message):
+    with pytest.raises(ConfigError, match=message):
+        config(tiny_model_dir, tmp_path, **kw)
+
+
+def test_a_language_without_replay_text_is_one_error(tiny_model_dir, tmp_path):
+    (tmp_path / "hau.txt").write_text("Wannan rubutu ne na gwaji\n", encoding="utf-8")
+    cfg = config(tiny_model_dir, tmp_path / "run", anchor_weight=1.0, anchor_text=[str(tmp_path / "{lang}.txt")],
+                 anchor_languages=["hau", "yor"])
+    with pytest.raises(DataError, match=r"--anchor_text: no text in language 'yo' in .*\{lang\}\.txt"):
+        train(cfg)
