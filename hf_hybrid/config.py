@@ -109,17 +109,18 @@ def positive(args, *names: str) -> None:
             raise ConfigError(f"{name} must be greater than 0, got {getattr(args, name)}")
 
 
-def check_output_dir(path: str | Path | None) -> None:
-    """An output folder that can be made and written, checked before any work: not a file, not under one."""
+def check_output_dir(path: str | Path | None, flag: str = "--output_dir") -> None:
+    """An output folder that can be made and written, checked before any work: not a file, not under one.
+    `flag`: the option that named it, for the message."""
     if not path:
         return
     path = Path(path)
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir():
         why = "is a file, not a folder" if existing == path else f"cannot be made: {existing} is a file"
-        raise ConfigError(f"output_dir {path} {why}; give another --output_dir")
+        raise ConfigError(f"{flag.lstrip('-')} {path} {why}; give another {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(f"output_dir {path}: no permission to write in {existing}")
+        raise ConfigError(f"{flag.lstrip('-')} {path}: no permission to write in {existing}")
 
 
 def redefault(mixin: type, name: str, value, help: str | None = None):
