@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ from hf_hybrid.config import DataArgs, ModelArgs, check_output_dir
 from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.data.parallel_qa import languages_of, load_parallel_qa
 from hf_hybrid.errors import ConfigError, DataError, EncoderLoadError
+from hf_hybrid.evaluation.presets import PRESETS
 from hf_hybrid.evaluation.retrieval import SETTINGS, evaluate_parallel, markdown_table
 from hf_hybrid.languages import mteb_language_code, normalize_lang
 from hf_hybrid.models.adapters import AdapterOptions
@@ -39,7 +41,8 @@ class EvalConfig(ModelArgs, DataArgs, AdapterOptions):
                 "padded to its own longest text); at least the model's max_length. --tasks batches by batch_size"})
     tasks: list[str] | None = field(default=None, metadata={
         "help": "run these through mteb.evaluate instead: the project's tasks (XQuADRParallelRetrieval, "
-                "MLQARParallelRetrieval; on `data`) and/or MTEB task names"})
+                "MLQARParallelRetrieval; on `data`), MTEB task names and/or presets of MTEB tasks: "
+                f"{', '.join(PRESETS)} (docs/evaluation.md)"})
     output_dir: str | None = field(default=None, metadata={"help": "where to write the results"})
 
     def __post_init__(self):
@@ -70,34 +73,46 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
 
 
 def resolve_tasks(names: list[str], cfg: EvalConfig) -> list:
-    """Task objects for project and MTEB task names; an unknown name is one error with the closest names."""
-    import mteb
-
+    """Task objects for presets, project and MTEB task names; an unknown name is one error with the closest
+    names."""
     from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS  # imports mteb
 
     tasks = []
     for name in names:
-        if name in PROJECT_TASKS:
-            cls = PROJECT_TASKS[name]
-            languages = cfg.languages
-            if not languages:
-                available = set(languages_of(load_parallel_qa(cfg.data)))
-                languages = sorted(available & set(cls.benchmark_languages))
-                if not languages:
-                    raise DataError(f"{cfg.data} has none of {name}'s languages "
-                                    f"({', '.join(cls.benchmark_languages)})")
-            tasks.append(cls(data=cfg.data, languages=languages, settings=cfg.settings,
-                             n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold))
-            continue
-        try:
-            tasks.append(_mteb_task(name, cfg.languages))
-        except KeyError:
-            known = {t.metadata.name.lower(): t.metadata.name for t in mteb.get_tasks()}
-            known.update({n.lower(): n for n in PROJECT_TASKS})
-            close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)]
-            hint = f"; closest: {', '.join(close)}" if close else ""
-            raise ConfigError(f"unknown task {name!r}: neither a project task nor an MTEB task{hint}") from None
+        preset = PRESETS.get(name.lower())
+        if preset is not None:
+            tasks += [_mteb_task(task, cfg.languages or preset.languages) for task in preset.task_names()]
+        elif name in PROJECT_TASKS:
+            tasks.append(_project_task(name, PROJECT_TASKS[name], cfg))
+        else:
+            try:
+                tasks.append(_mteb_task(name, cfg.languages))
+            except KeyError:
+                raise ConfigError(_unknown_task(name, list(PROJECT_TASKS))) from None
     return tasks
+
+
+def _project_task(name: str, cls, cfg: EvalConfig):
+    languages = cfg.languages
+    if not languages:
+        available = set(languages_of(load_parallel_qa(cfg.data)))
+        languages = sorted(available & set(cls.benchmark_languages))
+        if not languages:
+            raise DataError(f"{cfg.data} has none of {name}'s languages ({', '.join(cls.benchmark_languages)})")
+    return cls(data=cfg.data, languages=languages, settings=cfg.settings,
+               n_folds=cfg.n_folds if cfg.split == "test" else 0, fold=cfg.fold)
+
+
+def _unknown_task(name: str, project_tasks: list[str]) -> str:
+    import mteb
+
+    known = {t.metadata.name.lower(): t.metadata.name for t in mteb.get_tasks()}
+    known.update({n.lower(): n for n in [*project_tasks, *PRESETS]})
+    close = [known[n] for n in difflib.get_close_matches(name.lower(), known, n=3, cutoff=0.6)]
+    hint = f"; closest: {', '.join(close)}" if close else ""
+    if name == name.lower():  # written as a preset is
+        return f"unknown preset or task {name!r}: the presets are {', '.join(PRESETS)}{hint}"
+    return f"unknown task {name!r}: neither a project task nor an MTEB task{hint}"
 
 
 def _mteb_task(name: str, languages: list[str] | None):
@@ -140,8 +155,11 @@ def run_tasks(cfg: EvalConfig) -> dict:
     summary = {}
     for task in tqdm(tasks, desc="tasks", unit="task"):
         started = time.perf_counter()
-        result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always",
-                               encode_kwargs={"batch_size": cfg.batch_size}, show_progress_bar=False)
+        try:
+            result = mteb.evaluate(model, task, cache=cache, overwrite_strategy="always",
+                                   encode_kwargs={"batch_size": cfg.batch_size}, show_progress_bar=False)
+        except ConnectionError as err:  # what `datasets` raises for a Hub dataset it cannot reach
+            raise DataError(_unreachable(task, err)) from None
         task_result = result.task_results[0]
         split = next(iter(task_result.scores))
         subsets = {s["hf_subset"]: s for s in task_result.scores[split]}
@@ -159,6 +177,17 @@ def run_tasks(cfg: EvalConfig) -> dict:
         (out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
         (out / "summary.md").write_text(f"# {cfg.model}\n\n" + tasks_table(report) + "\n")
     return report
+
+
+def _unreachable(task, err: ConnectionError) -> str:
+    """One line naming the Hub dataset a task could not load and why: from `datasets`' message ("Couldn't reach
+    'mteb/ArguAna-PL' on the Hub (OfflineModeIsEnabled)"), else the task's dataset (an aggregate's: its parts')."""
+    message = " ".join(str(err).split())
+    quoted = re.search(r"'([^'\s]+/[^'\s]+)'", message)
+    parts = task.tasks if task.is_aggregate else [task]  # CQADupstackRetrieval-PL loads its parts' datasets
+    dataset = quoted.group(1) if quoted else ", ".join(t.metadata.dataset["path"] for t in parts)
+    why = re.search(r"\((\w+)\)$", message)
+    return f"{task.metadata.name} needs the Hub dataset {dataset} (not reachable: {why.group(1) if why else message})"
 
 
 def tasks_table(report: dict) -> str:

@@ -45,6 +45,14 @@ class MaskingCollator:
     """BERT masking (80% mask token, 10% random token, 10% unchanged) of `rate` of the tokens, or of
     the words with whole-word masking; labels are -100 except at the chosen positions."""
 
+    # Not transformers' DataCollatorForLanguageModeling (5.x), although its token masking has the same statistics
+    # (tests/test_masking.py): its whole-word masking finds words by gaps between character offsets, and a
+    # SentencePiece tokenizer's (XLM-R's, the e5 models') pieces include their leading space, so a whole sequence
+    # is one word; it needs offsets of each document tokenized alone, which the concatenated chunks lack; it puts
+    # the mask token at every chosen word (no 80/10/10). And it draws from a generator it seeds itself, not
+    # from the one given per call: DAPT draws shuffling and masking from one seeded generator per process, and
+    # masks the held-out batches once with a generator of their own (`fixed_batches`).
+
     def __init__(self, tokenizer, masking: str = "token", rate: float = 0.15):
         if tokenizer.mask_token_id is None:
             raise DataError("the tokenizer has no mask token, so it cannot be trained as a masked LM")
