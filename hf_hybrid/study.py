@@ -1,20 +1,24 @@
-"""Arms side by side on a k-fold split by article: base, fine-tuning runs per sampler, and DAPT
-language adapters composed with them.
+"""Arms side by side on a k-fold split by article, resumable: an arm whose results exist is not run again.
 
-Every arm trains with the same steps, seed and settings on the training articles of a fold and
-is evaluated on that fold's test articles (or on a dev split of the training articles, for
-choosing settings); scores are averaged over folds. With `flores`, every arm is also evaluated on
-the FLORES low-resource benchmark (all its sentences: DAPT text never overlaps them).
+Every arm trains with the same steps, seed and settings on the training articles of a fold and is evaluated on
+that fold's test articles (or on a dev split of the training articles, for choosing settings); scores are averaged
+over folds. With `flores`, every arm is also evaluated on the FLORES low-resource benchmark: on SIB-200's `train`
+sentences when choosing (`eval_split: dev`), on its `dev` + `test` sentences for final numbers.
 
-Arms: `base`; a sampler name (`hybrid`, `x-x`, ...): fine-tuned from the base; `dapt-merge` /
-`dapt-route`: the base with the DAPT adapters merged into it / routed by language, not fine-tuned;
-`dapt-merge+<sampler>` / `dapt-route+<sampler>`: those, then fine-tuned.
+Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned from the base; `dapt-merge` /
+`dapt-route` (the --adapters merged into the base / routed by language) and `dapt-anchored-merge` /
+`dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
+(the --anchor_weight / --anchor_text loss) and `+mlm` (the --mlm_weight / --mlm_text loss). A fine-tuned arm may
+end in `@W`: its model interpolated with the fine-tuning's starting model at weight W (`hf-hybrid interpolate`),
+and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`, `arm@0.7` for every fine-tuned
+arm. With `--models_dir`, trained models are kept there and reused, so a dev study and a test study train once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import re
 import shlex
 import shutil
@@ -23,175 +27,278 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hf_hybrid.config import at_least, parse_config
-from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
 from hf_hybrid.errors import ConfigError
-from hf_hybrid.evaluation.retrieval import SETTINGS
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
-from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.adapters import available_adapters
+from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS
-from hf_hybrid.tables import markdown_table, mean_over_folds
-from hf_hybrid.training.dapt import DaptConfig, dapt_table, train_dapt
+from hf_hybrid.study_report import intervals, study_markdown, summarize, summarize_flores, target_check
+from hf_hybrid.tables import mean_over_folds
+from hf_hybrid.training.dapt import DaptConfig, train_dapt
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
+logger = logging.getLogger(__name__)
+FLORES_SPLITS = {"dev": ["train"], "test": ["dev", "test"], "all": ["train", "dev", "test"]}
 
-def parse_arm(arm: str) -> tuple[str, str | None]:
-    """An arm name -> (composition of the DAPT adapters, sampler or None for no fine-tuning)."""
-    if arm == "base":
-        return "none", None
-    if arm in SAMPLERS:
-        return "none", arm
-    match = re.fullmatch(r"dapt-(merge|route)(?:\+(.+))?", arm)
-    if match and (match[2] is None or match[2] in SAMPLERS):
-        return match[1], match[2]
-    raise ConfigError(f"unknown arm {arm!r} (expected base, a sampler ({', '.join(SAMPLERS)}), dapt-merge, "
-                     "dapt-route, or dapt-merge+<sampler> / dapt-route+<sampler>)")
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    composition: str = "none"  # none, merge, route
+    adapters: str | None = None  # None, "plain" (--adapters) or "anchored" (--anchored_adapters)
+    sampler: str | None = None  # None: not fine-tuned
+    anchor: bool = False
+    mlm: bool = False
+    weight: float | None = None  # interpolation weight with the starting model
+    seed: int | None = None
+
+    @property
+    def model_key(self) -> str:
+        """The trained model this arm evaluates (arms that differ only by interpolation weight share it)."""
+        return re.sub(r"@[^#]*", "", self.name)
+
+
+ARM_HELP = ("base, <sampler>[+anchor][+mlm], dapt[-anchored]-(merge|route)[+<sampler>[+anchor][+mlm]], each "
+            f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
+            f"{', '.join(SAMPLERS)}")
+
+
+def parse_arm(name: str) -> Arm:
+    """An arm name -> what it trains and evaluates; a name that does not parse is one error naming the grammar."""
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"unknown arm {name!r}: {why} (expected {ARM_HELP})")
+
+    body, _, seed = name.partition("#")
+    body, _, weight = body.partition("@")
+    parts = body.split("+")
+    head, rest = parts[0], parts[1:]
+    arm: dict = {"name": name}
+    if head == "base":
+        if rest:
+            raise bad("base is the starting model, it takes no +")
+    elif head in SAMPLERS:
+        arm["sampler"], rest = head, rest
+    else:
+        match = re.fullmatch(r"dapt(-anchored)?-(merge|route)", head)
+        if not match:
+            raise bad(f"{head!r} is neither base, a sampler nor dapt[-anchored]-(merge|route)")
+        arm.update(composition=match[2], adapters="anchored" if match[1] else "plain")
+        if rest:
+            if rest[0] not in SAMPLERS:
+                raise bad(f"{rest[0]!r} is not a sampler")
+            arm["sampler"], rest = rest[0], rest[1:]
+    if len(set(rest)) != len(rest) or not set(rest) <= {"anchor", "mlm"}:
+        raise bad(f"after the sampler come +anchor and/or +mlm, once each, got {'+'.join(rest)!r}")
+    arm.update(anchor="anchor" in rest, mlm="mlm" in rest)
+    _suffixes(arm, weight, seed, bad)
+    return Arm(**arm)
+
+
+def _suffixes(arm: dict, weight: str, seed: str, bad) -> None:
+    """An arm's @W (interpolation weight) and #SEED, into `arm`."""
+    for text, key, convert in ((weight, "weight", float), (seed, "seed", int)):
+        if not text:
+            continue
+        if not arm.get("sampler"):
+            raise bad("only a fine-tuned arm takes @ or #")
+        try:
+            arm[key] = convert(text)
+        except ValueError:
+            raise bad(f"{text!r} is not {'a number' if key == 'weight' else 'a whole number'}") from None
+    if arm.get("weight") is not None:
+        if not 0.0 <= arm["weight"] <= 1.0:
+            raise bad(f"the interpolation weight must be in [0, 1], got {arm['weight']}")
+        if arm.get("composition") == "route":
+            raise bad("a routed arm has no single model to interpolate")
 
 
 @dataclass
 class StudyConfig(HybridTrainingConfig):
-    arms: list[str] = field(default_factory=lambda: ["base", "x-x", "x-y", "hybrid"],
-                            metadata={"help": "base, sampler names, dapt-merge[+sampler], dapt-route[+sampler]"})
+    arms: list[str] = field(default_factory=lambda: ["base", "x-x", "x-y", "hybrid"], metadata={"help": ARM_HELP})
     folds: list[int] = field(default_factory=lambda: [0, 1], metadata={"help": "the test folds to run (of n_folds)"})
-    eval_split: str = field(default="test", metadata={"help": "test, or dev to choose settings"})
+    eval_split: str = field(default="test", metadata={
+        "help": "test (final numbers), or dev to choose settings (XQuAD-R dev articles, SIB-200 train)"})
+    interpolate: list[float] | None = field(default=None, metadata={
+        "help": "also evaluate every fine-tuned arm interpolated with its starting model at these weights"})
     eval_batch_size: int = field(default=128, metadata={"help": "texts per encoding batch in evaluation"})
     keep_models: bool = field(default=False, metadata={"help": "keep each arm's trained model"})
+    models_dir: str | None = field(default=None, metadata={
+        "help": "keep trained models here and reuse them (a dev study and a test study then train once)"})
     flores: str | None = field(default=None, metadata={"help": "also evaluate every arm on this SIB-200 folder"})
     flores_languages: list[str] | None = field(default=None, metadata={
         "help": "FLORES languages (default: the MasakhaNEWS low-resource set and high-resource ones)"})
     dapt_config: str | None = field(default=None, metadata={
         "help": "a `hf-hybrid dapt` YAML: run it first, into `adapters`, unless that folder has adapters already"})
+    anchored_adapters: str | None = field(default=None, metadata={
+        "help": "the dapt-anchored-* arms' adapters (a `hf-hybrid dapt --anchor_weight W` output folder)"})
+    anchored_dapt_config: str | None = field(default=None, metadata={
+        "help": "a `hf-hybrid dapt` YAML with anchor_weight: run it first, into `anchored_adapters`"})
 
     def __post_init__(self):
         super().__post_init__()
         at_least(self, 1, "eval_batch_size")
-        compositions = [parse_arm(arm)[0] for arm in self.arms]
-        if any(c != "none" for c in compositions) and not (self.adapters or self.dapt_config):
-            raise ConfigError("the dapt-* arms need --adapters (a `hf-hybrid dapt` output folder) or --dapt_config")
+        if self.eval_split not in FLORES_SPLITS:
+            raise ConfigError(f"eval_split must be test, dev or all, got {self.eval_split!r}")
+        if self.eval_split == "dev" and not self.dev_fraction:
+            raise ConfigError("eval_split dev needs --dev_fraction (the share of the training articles held out)")
+        for weight in self.interpolate or []:
+            if not 0.0 <= weight <= 1.0:
+                raise ConfigError(f"interpolate: weights must be in [0, 1], got {weight}")
+        arms = [parse_arm(arm) for arm in self.arms]
+        for kind, source, config in (("plain", self.adapters, self.dapt_config),
+                                     ("anchored", self.anchored_adapters, self.anchored_dapt_config)):
+            if any(arm.adapters == kind for arm in arms) and not (source or config):
+                flag = "adapters" if kind == "plain" else "anchored_adapters"
+                raise ConfigError(f"the dapt-{'anchored-' if kind == 'anchored' else ''}* arms need --{flag} (a "
+                                  f"`hf-hybrid dapt` output folder) or --{'anchored_' if kind == 'anchored' else ''}"
+                                  "dapt_config")
+        if any(arm.anchor for arm in arms) and not self.anchor_text:
+            raise ConfigError("the +anchor arms need --anchor_text and --anchor_weight")
+        if any(arm.mlm for arm in arms) and not self.mlm_text:
+            raise ConfigError("the +mlm arms need --mlm_text and --mlm_weight")
+
+    def all_arms(self) -> list[Arm]:
+        """The arms, each fine-tuned one followed by its --interpolate variants."""
+        arms = []
+        for arm in map(parse_arm, self.arms):
+            arms.append(arm)
+            if arm.sampler and arm.weight is None:
+                body, hash_, seed = arm.name.partition("#")
+                arms += [parse_arm(f"{body}@{w:g}{hash_}{seed}") for w in self.interpolate or []]
+        return list({arm.name: arm for arm in arms}.values())
 
 
-def summarize(results: dict) -> dict:
-    out = {s: results[s]["average"]["map"] for s in SETTINGS if s in results}
-    if "multilingual" in results:
-        out["same_language_share"] = results["multilingual"]["bias"]["same_language_share_mean"]
-    return out
+class StudyRun:
+    """One study: its config, where its models live, and the arms' results fold by fold."""
 
+    def __init__(self, cfg: StudyConfig):
+        self.cfg, self.root = cfg, Path(cfg.output_dir)
 
-LOW_RESOURCE = {normalize_lang(lang) for lang in FLORES_LOW_RESOURCE}
-FLORES_KEYS = ("x-en", "en-x", "multilingual")  # X->pivot, pivot->X, the multilingual pool
+    def adapters(self, arm: Arm) -> str | None:
+        return {"plain": self.cfg.adapters, "anchored": self.cfg.anchored_adapters}.get(arm.adapters)
 
+    def model_dir(self, fold: int, arm: Arm) -> Path:
+        if self.cfg.models_dir:
+            return Path(self.cfg.models_dir) / f"fold{fold}" / arm.model_key
+        return self.root / f"fold{fold}" / arm.model_key / "model"
 
-def summarize_flores(results: dict, pivot: str = "en") -> dict:
-    """mAP per language other than the pivot (X->en, en->X, multilingual pool) and the averages of the
-    low-resource and high-resource languages."""
-    per_language = {}
-    for lang in results["languages"]:
-        if lang == pivot:
-            continue
-        per_language[lang] = {
-            "x-en": results["cross-lingual"]["per_setting"][f"{lang}-{pivot}"]["map"],
-            "en-x": results["cross-lingual"]["per_setting"][f"{pivot}-{lang}"]["map"],
-            "multilingual": results["multilingual"]["per_setting"][lang]["map"]}
-    out = {"per_language": per_language}
-    for group, members in (("low", [lang for lang in per_language if lang in LOW_RESOURCE]),
-                           ("high", [lang for lang in per_language if lang not in LOW_RESOURCE])):
-        for key in FLORES_KEYS:
-            if members:
-                out[f"{group}_{key}"] = sum(per_language[lang][key] for lang in members) / len(members)
-    return out
+    def trained(self, fold: int, arm: Arm) -> Path:
+        """The arm's fine-tuned model: reused when a finished one exists, else trained (resuming its checkpoints)."""
+        out = self.model_dir(fold, arm)
+        if (out / "train_summary.json").is_file():
+            return out
+        cfg = self.cfg
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(HybridTrainingConfig)}
+        # arms are pushed, if at all, one by one with `hf-hybrid push`
+        values.update(sampler=arm.sampler, fold=fold, output_dir=str(out), push_to_hub=None,
+                      composition=arm.composition, adapters=self.adapters(arm),
+                      anchor_weight=cfg.anchor_weight if arm.anchor else 0.0,
+                      mlm_weight=cfg.mlm_weight if arm.mlm else 0.0,
+                      seed=cfg.seed if arm.seed is None else arm.seed,
+                      resume=(out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()))
+        return train(HybridTrainingConfig(**values))
 
+    def start_model(self, arm: Arm) -> str:
+        """The model fine-tuning started from: the base, or the base with the DAPT adapters merged (saved once)."""
+        if arm.composition == "none":
+            return self.cfg.model
+        out = (Path(self.cfg.models_dir) if self.cfg.models_dir else self.root) / f"start-{arm.adapters}-merge"
+        if not (out / "config.json").is_file():
+            encoder = Encoder.from_pretrained(self.cfg.model)
+            EvalConfig(model=self.cfg.model, composition="merge", adapters=self.adapters(arm)).compose(encoder)
+            encoder.save_pretrained(out)
+        return str(out)
 
-def run_study(cfg: StudyConfig) -> dict:
-    root = Path(cfg.output_dir)
-    if cfg.dapt_config:
-        _run_dapt(cfg)
-    per_fold: dict[str, list[dict]] = {arm: [] for arm in cfg.arms}
-    flores_per_fold: dict[str, list[dict]] = {arm: [] for arm in cfg.arms}
-    for fold in cfg.folds:
-        for arm in cfg.arms:
-            composition, sampler = parse_arm(arm)
-            arm_dir = root / f"fold{fold}" / arm
-            model, eval_composition = cfg.model, composition
-            if sampler:
-                train_cfg = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(HybridTrainingConfig)}
-                # arms are pushed, if at all, one by one with `hf-hybrid push`
-                train_cfg.update(sampler=sampler, fold=fold, output_dir=str(arm_dir / "model"), push_to_hub=None,
-                                 composition=composition)
-                model = str(train(HybridTrainingConfig(**train_cfg)))
-                eval_composition = "none"  # a merged model is plain; a routed one brings its adapters
-            common = dict(model=model, batch_size=cfg.eval_batch_size, composition=eval_composition,
-                          adapters=cfg.adapters, adapter_languages=cfg.adapter_languages,
-                          adapter_weights=cfg.adapter_weights)
+    def model(self, fold: int, arm: Arm, arm_dir: Path) -> tuple[str, str]:
+        """The model an arm evaluates and the composition to evaluate it with."""
+        if not arm.sampler:
+            return self.cfg.model, arm.composition
+        tuned = self.trained(fold, arm)
+        if arm.weight is None:
+            return str(tuned), "none"  # a merged model is plain; a routed one brings its adapters
+        from hf_hybrid.models.interpolate import interpolate  # loads transformers' models
+
+        out = arm_dir / "interpolated"
+        shutil.rmtree(out, ignore_errors=True)
+        return str(interpolate(self.start_model(arm), str(tuned), arm.weight, out)), "none"
+
+    def evaluate(self, fold: int, arm: Arm, earlier_flores: dict | None) -> tuple[dict, dict | None]:
+        """The arm's XQuAD-R and FLORES summaries on this fold, from its results files if they exist."""
+        cfg, arm_dir = self.cfg, self.root / f"fold{fold}" / arm.name
+        flores_dir = arm_dir / "flores"
+        need_flores = cfg.flores and not (not arm.sampler and earlier_flores)  # an untrained arm: same every fold
+        done = (arm_dir / "per_query.json").is_file() and \
+            (not need_flores or (flores_dir / "per_query.json").is_file())
+        if done:
+            logger.info("fold %d %s: results exist, not run again", fold, arm.name)
+            results = json.loads((arm_dir / "results.json").read_text())
+            flores = json.loads((flores_dir / "results.json").read_text()) if need_flores else None
+        else:
+            model, composition = self.model(fold, arm, arm_dir)
+            common = dict(model=model, batch_size=cfg.eval_batch_size, composition=composition,
+                          adapters=self.adapters(arm) if composition != "none" else None,
+                          adapter_languages=cfg.adapter_languages, adapter_weights=cfg.adapter_weights, per_query=True)
             results = run_evaluation(EvalConfig(
                 data=cfg.data, languages=cfg.languages, split=cfg.eval_split, n_folds=cfg.n_folds, fold=fold,
                 dev_fraction=cfg.dev_fraction, output_dir=str(arm_dir), **common))
-            per_fold[arm].append(summarize(results))
-            if cfg.flores:
-                if not sampler and flores_per_fold[arm]:  # an untrained arm is the same model in every fold
-                    flores_per_fold[arm].append(flores_per_fold[arm][0])
-                else:
-                    flores = run_evaluation(EvalConfig(data=cfg.flores, languages=cfg.flores_languages,
-                                                       output_dir=str(arm_dir / "flores"), **common))
-                    flores_per_fold[arm].append(summarize_flores(flores))
-            if sampler and not cfg.keep_models:
-                shutil.rmtree(arm_dir / "model", ignore_errors=True)
-    table = {arm: mean_over_folds(rows) for arm, rows in per_fold.items()}
-    study = {"config": dataclasses.asdict(cfg), "command": _command(), "n_languages": len(results["languages"]),
-             "per_fold": per_fold, "mean_over_folds": table}
-    if cfg.flores:
-        study["flores_per_fold"] = flores_per_fold
-        study["flores_mean_over_folds"] = {arm: mean_over_folds(rows) for arm, rows in flores_per_fold.items()}
-    dapt_results = Path(cfg.adapters or "") / "dapt_results.json"
-    if cfg.adapters and dapt_results.is_file():
-        study["dapt"] = json.loads(dapt_results.read_text())
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "study.json").write_text(json.dumps(study, indent=2) + "\n")
-    (root / "study.md").write_text(study_markdown(study) + "\n")
-    return study
+            flores = run_evaluation(EvalConfig(
+                data=cfg.flores, languages=cfg.flores_languages, flores_splits=FLORES_SPLITS[cfg.eval_split],
+                output_dir=str(flores_dir), **common)) if need_flores else None
+            shutil.rmtree(arm_dir / "interpolated", ignore_errors=True)
+        return summarize(results), summarize_flores(flores) if flores else earlier_flores
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        _run_dapt(cfg)
+        arms = cfg.all_arms()
+        per_fold: dict[str, list[dict]] = {arm.name: [] for arm in arms}
+        flores_per_fold: dict[str, list[dict]] = {arm.name: [] for arm in arms}
+        for fold in cfg.folds:
+            for arm in arms:
+                earlier = flores_per_fold[arm.name][0] if flores_per_fold[arm.name] else None
+                summary, flores = self.evaluate(fold, arm, earlier)
+                per_fold[arm.name].append(summary)
+                if flores is not None:
+                    flores_per_fold[arm.name].append(flores)
+            if not cfg.keep_models and not cfg.models_dir:
+                for arm in arms:
+                    if arm.sampler:
+                        shutil.rmtree(self.model_dir(fold, arm), ignore_errors=True)
+        study = {"config": dataclasses.asdict(cfg), "command": _command(), "eval_split": cfg.eval_split,
+                 "per_fold": per_fold, "mean_over_folds": {a: mean_over_folds(r) for a, r in per_fold.items()},
+                 "n_languages": per_fold[arms[0].name][0]["n_languages"]}
+        if cfg.flores:
+            study["flores_per_fold"] = flores_per_fold
+            study["flores_mean_over_folds"] = {arm: mean_over_folds(rows) for arm, rows in flores_per_fold.items()}
+        if "base" in per_fold:
+            study["target"] = target_check(study["mean_over_folds"], study.get("flores_mean_over_folds"))
+        study["intervals"] = intervals(self.root, [arm.name for arm in arms], cfg.folds, bool(cfg.flores))
+        for kind, source in (("dapt", cfg.adapters), ("anchored_dapt", cfg.anchored_adapters)):
+            results = Path(source or "") / "dapt_results.json"
+            if source and results.is_file():
+                study[kind] = json.loads(results.read_text())
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "study.json").write_text(json.dumps(study, indent=2) + "\n")
+        (self.root / "study.md").write_text(study_markdown(study) + "\n")
+        return study
+
+
+def run_study(cfg: StudyConfig) -> dict:
+    return StudyRun(cfg).run()
 
 
 def _run_dapt(cfg: StudyConfig) -> None:
-    dapt = parse_config(DaptConfig, ["--config", cfg.dapt_config])
-    cfg.adapters = cfg.adapters or dapt.output_dir
-    if Path(cfg.adapters).is_dir() and available_adapters(cfg.adapters):
-        return
-    dapt.output_dir, dapt.model = cfg.adapters, cfg.model
-    train_dapt(dapt)
+    """The DAPT runs the config names, into their adapter folders, unless those hold adapters already."""
+    for config, attr in ((cfg.dapt_config, "adapters"), (cfg.anchored_dapt_config, "anchored_adapters")):
+        if not config:
+            continue
+        dapt = parse_config(DaptConfig, ["--config", config])
+        setattr(cfg, attr, getattr(cfg, attr) or dapt.output_dir)
+        if Path(getattr(cfg, attr)).is_dir() and available_adapters(getattr(cfg, attr)):
+            continue
+        dapt.output_dir, dapt.model = getattr(cfg, attr), cfg.model
+        train_dapt(dapt)
 
 
 def _command() -> str:
     return " ".join(shlex.quote(a) for a in ["python", *sys.argv])
-
-
-def study_markdown(study: dict) -> str:
-    parts = [study_table(study["mean_over_folds"], study["n_languages"])]
-    if "flores_mean_over_folds" in study:
-        parts.append(flores_table(study["flores_mean_over_folds"]))
-    if "dapt" in study:
-        parts.append("DAPT adapters (held-out MLM loss on the adapter's language):\n\n" + dapt_table(study["dapt"]))
-    parts.append(f"Rerun with:\n\n```bash\n{study['command']}\n```")
-    return "\n\n".join(parts)
-
-
-def flores_table(table: dict) -> str:
-    """FLORES mAP per arm: the low- and high-resource averages, then X->en per language."""
-    labels = {"x-en": "X->en", "en-x": "en->X", "multilingual": "multilingual"}
-    groups = [(group, key) for group in ("low", "high") for key in FLORES_KEYS]
-    averages = markdown_table(
-        ["arm"] + [f"{group} {labels[key]}" for group, key in groups],
-        [[arm] + [f"{m[f'{group}_{key}']:.3f}" if f"{group}_{key}" in m else "" for group, key in groups]
-         for arm, m in table.items()])
-    langs = list(next(iter(table.values()))["per_language"])
-    per_language = markdown_table(["arm", *langs], [
-        [arm] + [f"{m['per_language'][lang]['x-en']:.3f}" for lang in langs] for arm, m in table.items()])
-    return "\n\n".join(["FLORES mAP, low-resource and high-resource averages (languages other than English):",
-                        averages, "FLORES X->en mAP per language:", per_language])
-
-
-def study_table(table: dict, n_languages: int) -> str:
-    """Mean mAP per setting and the same-language share per arm (a missing value is nan)."""
-    nan = float("nan")
-    return markdown_table(
-        ["arm"] + [f"{setting} mAP" for setting in SETTINGS] + [f"same-language share of top-{n_languages}"],
-        [[arm] + [f"{m.get(setting, nan):.3f}" for setting in SETTINGS] + [f"{m.get('same_language_share', nan):.2f}"]
-         for arm, m in table.items()])

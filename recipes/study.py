@@ -10,7 +10,8 @@ import sys
 
 from hf_hybrid.cli import exit_on_user_error
 from hf_hybrid.config import parse_config
-from hf_hybrid.study import StudyConfig, run_study, study_markdown
+from hf_hybrid.study import StudyConfig, run_study
+from hf_hybrid.study_report import study_markdown
 
 
 @exit_on_user_error

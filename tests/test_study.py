@@ -1,4 +1,5 @@
 import json
+import re
 
 from hf_hybrid.study import StudyConfig, run_study
 
@@ -51,3 +52,71 @@ def test_dapt_arms_and_flores_in_one_table(tiny_model_dir, tmp_path):
     assert len(study["flores_per_fold"]["dapt-route+hybrid"]) == 2
     md = (tmp_path / "study" / "study.md").read_text()
     assert "| dapt-route+hybrid |" in md and "low X->en" in md and "held-out MLM loss" in md and "Rerun with" in md
+
+
+def test_parse_arm_grammar_and_its_errors():
+    import pytest
+
+    from hf_hybrid.errors import ConfigError
+    from hf_hybrid.study import parse_arm
+
+    arm = parse_arm("dapt-anchored-merge+hybrid+anchor+mlm@0.7#43")
+    assert (arm.composition, arm.adapters, arm.sampler, arm.anchor, arm.mlm, arm.weight, arm.seed) == \
+        ("merge", "anchored", "hybrid", True, True, 0.7, 43)
+    assert arm.model_key == "dapt-anchored-merge+hybrid+anchor+mlm#43"  # interpolations share the trained model
+    assert parse_arm("hybrid").model_key == "hybrid" and parse_arm("base").sampler is None
+    for name, why in [("hybrid+anchor+anchor", "once each"), ("base+hybrid", "takes no +"),
+                      ("hybrid@1.5", r"in \[0, 1\], got 1.5"), ("hybrid@x", "'x' is not a number"),
+                      ("hybrid#4.5", "not a whole number"), ("dapt-route+hybrid@0.5", "routed arm"),
+                      ("dapt-merge@0.5", "only a fine-tuned arm"), ("hybrid+dropout", "once each"),
+                      ("dapt-mix", "neither base")]:
+        with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
+            parse_arm(name)
+
+
+def test_a_robust_study_chooses_on_dev_resumes_and_reuses_its_models(tiny_model_dir, tmp_path, monkeypatch):
+    import pytest
+    from conftest import shared_data
+
+    import hf_hybrid.study as study_module
+
+    sib = shared_data("sib-200")
+    common = dict(model=str(tiny_model_dir), data="demo", languages=["en", "de", "sw"], n_folds=2, folds=[0, 1],
+                  dev_fraction=0.25, batch_size=4, max_steps=2, anchor_weight=5.0, anchor_text=["train"],
+                  anchor_batch_size=4, mlm_weight=0.5, mlm_text=["train"], mlm_batch_size=2, mlm_max_length=32,
+                  mlm_head_steps=1, flores=str(sib), flores_languages=["eng", "hau", "fra"],
+                  models_dir=str(tmp_path / "models"))
+    dev = run_study(StudyConfig(arms=["base", "hybrid", "hybrid+anchor+mlm"], interpolate=[0, 1],
+                                eval_split="dev", output_dir=str(tmp_path / "dev"), **common))
+    table = dev["mean_over_folds"]
+    assert set(table) == {"base", "hybrid", "hybrid@0", "hybrid@1", "hybrid+anchor+mlm", "hybrid+anchor+mlm@0",
+                          "hybrid+anchor+mlm@1"}
+    for setting in ("monolingual", "cross-lingual", "multilingual"):  # weight 0 is the start, weight 1 the tuned
+        assert table["hybrid@0"][setting] == pytest.approx(table["base"][setting], abs=1e-6)
+        assert table["hybrid@1"][setting] == pytest.approx(table["hybrid"][setting], abs=1e-6)
+    results = json.loads((tmp_path / "dev" / "fold0" / "base" / "results.json").read_text())
+    assert results["sizes"]["en"]["queries"] == 10  # a quarter of the fold's 6 training articles, rounded up: 2
+    flores = json.loads((tmp_path / "dev" / "fold0" / "base" / "flores" / "results.json").read_text())
+    assert flores["sizes"]["en"]["queries"] == 701 and flores["config"]["flores_splits"] == ["train"]
+    interval = dev["intervals"]["hybrid+anchor+mlm"]["base"]["flores"]["x-en"]["low-resource mean"]
+    assert interval["low"] <= interval["diff"] <= interval["high"]
+    assert set(dev["intervals"]["hybrid+anchor+mlm"]) == {"base", "hybrid"}
+    assert "meets_target" in dev["target"]["hybrid"]
+    md = (tmp_path / "dev" / "study.md").read_text()
+    assert "Evaluated on the dev split" in md and "paired bootstrap 95% intervals" in md and "The target" in md
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("ran again")
+
+    monkeypatch.setattr(study_module, "train", must_not_run)
+    monkeypatch.setattr(study_module, "run_evaluation", must_not_run)
+    again = run_study(StudyConfig(arms=["base", "hybrid", "hybrid+anchor+mlm"], interpolate=[0, 1],
+                                  eval_split="dev", output_dir=str(tmp_path / "dev"), **common))
+    assert again["mean_over_folds"] == dev["mean_over_folds"]  # every arm's results read back, nothing rerun
+
+    monkeypatch.undo()
+    monkeypatch.setattr(study_module, "train", must_not_run)  # the test study evaluates the dev study's models
+    test = run_study(StudyConfig(arms=["base", "hybrid+anchor+mlm"], eval_split="test",
+                                 output_dir=str(tmp_path / "test"), **common))
+    flores = json.loads((tmp_path / "test" / "fold1" / "hybrid+anchor+mlm" / "flores" / "results.json").read_text())
+    assert flores["sizes"]["en"]["queries"] == 303 and set(test["mean_over_folds"]) == {"base", "hybrid+anchor+mlm"}

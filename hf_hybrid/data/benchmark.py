@@ -13,10 +13,12 @@ from hf_hybrid.evaluation.retrieval import ParallelBenchmark
 
 
 def load_benchmark(data: str, languages: list[str] | None = None, split: str = "all", n_folds: int = 0,
-                   fold: int = 0, dev_fraction: float = 0.0, all_sentences: bool = True) -> ParallelBenchmark:
+                   fold: int = 0, dev_fraction: float = 0.0, all_sentences: bool = True,
+                   flores_splits: list[str] | None = None) -> ParallelBenchmark:
     """The benchmark of `data`'s rows in `split` (see select_split); with `all_sentences`, XQuAD-R's candidates
-    are every sentence of the paragraphs, not only the answer sentences."""
-    rows = load_parallel_qa(data, languages)
+    are every sentence of the paragraphs, not only the answer sentences. `flores_splits`: the SIB-200 splits
+    read from a FLORES folder (default all)."""
+    rows = load_parallel_qa(data, languages, flores_splits=flores_splits)
     rows = select_split(rows, split, n_folds, fold, dev_fraction)
     extra = None
     kind = folder_kind(Path(data)) if Path(data).is_dir() else None

@@ -342,9 +342,12 @@ def _load_repo(source: str, split: str, where: str) -> Dataset:
         raise DataError(f"cannot load dataset {source!r} {where}: {reason}") from None
 
 
-def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train") -> Dataset:
-    """One entry point: `demo`, an XQuAD or XQuAD-R folder, a .jsonl/.json/.csv/.parquet file,
-    a folder saved with `save_to_disk`, or a Hub dataset id."""
+def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train",
+                     flores_splits: list[str] | None = None) -> Dataset:
+    """One entry point: `demo`, an XQuAD or XQuAD-R folder, a SIB-200/FLORES folder (its `flores_splits`, default
+    all), a .jsonl/.json/.csv/.parquet file, a folder saved with `save_to_disk`, or a Hub dataset id."""
+    if flores_splits and not (Path(source).is_dir() and folder_kind(Path(source)) == "flores"):
+        raise DataError(f"flores_splits applies to a SIB-200/FLORES folder, not {source!r}")
     if source == "demo":
         return load_demo(languages)
     path = Path(source)
@@ -357,7 +360,7 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
         if kind == "xquad-r":
             return load_xquad_r(path, languages)
         if kind == "flores":
-            return load_flores(path, languages)
+            return load_flores(path, languages, tuple(flores_splits or ("train", "dev", "test")))
         if kind == "repo":
             return load_columns(_load_repo(source, split, "from its folder"), languages, source=source)
         raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")

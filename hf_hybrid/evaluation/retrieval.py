@@ -89,6 +89,19 @@ def _ranks(scores: torch.Tensor, relevant_cols: torch.Tensor) -> torch.Tensor:
     return 1 + (scores.unsqueeze(1) > rel_scores.unsqueeze(2)).sum(-1)
 
 
+def _n_relevant(ranks: torch.Tensor, n_relevant: torch.Tensor | None) -> torch.Tensor:
+    if n_relevant is None:
+        return torch.full((len(ranks),), float(ranks.shape[1]), dtype=torch.double)
+    return n_relevant.double()
+
+
+def average_precision(ranks: torch.Tensor, n_relevant: torch.Tensor | None = None) -> torch.Tensor:
+    """Each query's average precision from the ranks of its relevant candidates (see metrics_from_ranks)."""
+    ranks = ranks.double().sort(dim=1).values
+    position = torch.arange(1, ranks.shape[1] + 1, dtype=torch.double)
+    return (position / ranks).sum(1) / _n_relevant(ranks, n_relevant)
+
+
 def metrics_from_ranks(ranks: torch.Tensor, n_relevant: torch.Tensor | None = None) -> dict[str, float]:
     """mAP, nDCG@10 and Recall@k from the ranks [queries, relevant per query] of relevant candidates.
 
@@ -96,12 +109,8 @@ def metrics_from_ranks(ranks: torch.Tensor, n_relevant: torch.Tensor | None = No
     `n_relevant` (per query) then says how many each query has (default: all columns).
     """
     ranks = ranks.double().sort(dim=1).values
-    if n_relevant is None:
-        n_rel = torch.full((len(ranks),), float(ranks.shape[1]), dtype=torch.double)
-    else:
-        n_rel = n_relevant.double()
-    position = torch.arange(1, ranks.shape[1] + 1, dtype=torch.double)
-    ap = (position / ranks).sum(1) / n_rel
+    n_rel = _n_relevant(ranks, n_relevant)
+    ap = average_precision(ranks, n_relevant)
     gains = torch.where(ranks <= 10, 1.0 / torch.log2(ranks + 1), torch.zeros_like(ranks)).sum(1)
     # ideal DCG of 1..10 relevant
     ideal_at = torch.cumsum(1.0 / torch.log2(torch.arange(2, 12, dtype=torch.double)), 0)
@@ -124,10 +133,12 @@ def check_settings(settings) -> None:
 
 
 def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batch_size: int = 128,
-                      progress: bool = True, query_chunk: int = 512, max_tokens: int | None = None) -> dict:
+                      progress: bool = True, query_chunk: int = 512, max_tokens: int | None = None,
+                      per_query: bool = False) -> dict:
     """Encode each language's queries and candidates once, then score every requested setting. `batch_size` caps
     the texts of an encoding batch; `max_tokens`, when given, its padded tokens (the encoder's default otherwise,
-    and an encoder without a token budget works too)."""
+    and an encoder without a token budget works too). `per_query` adds each query's AP (`results["per_query"]`:
+    the groups of each query language, and the APs by setting and key in that order), for paired bootstraps."""
     check_settings(settings)
     device = encoder.device
     budget = {} if max_tokens is None else {"max_tokens": max_tokens}
@@ -141,7 +152,7 @@ def evaluate_parallel(encoder, bench: ParallelBenchmark, settings=SETTINGS, batc
         broken = [lang for lang in bench.languages if not torch.isfinite(emb[lang]).all()]
         if broken:
             raise HfHybridError(f"the model embedded {kind} in {', '.join(broken)} to NaN or inf")
-    return ParallelScorer(bench, q_emb, c_emb, query_chunk).results(settings)
+    return ParallelScorer(bench, q_emb, c_emb, query_chunk, per_query).results(settings)
 
 
 class ParallelScorer:
@@ -150,8 +161,16 @@ class ParallelScorer:
     q_emb[l] rows follow bench.queries[l]; c_emb[l] rows follow bench.candidates[l].
     """
 
-    def __init__(self, bench: ParallelBenchmark, q_emb: dict, c_emb: dict, query_chunk: int = 512):
+    def __init__(self, bench: ParallelBenchmark, q_emb: dict, c_emb: dict, query_chunk: int = 512,
+                 per_query: bool = False):
         self.bench, self.q_emb, self.c_emb, self.query_chunk = bench, q_emb, c_emb, query_chunk
+        # with per_query: each query's AP by setting and key ("de", "de-en"), in bench.queries order
+        self.per_query: dict[str, dict[str, list[float]]] | None = {} if per_query else None
+
+    def _metrics(self, setting: str, key: str, ranks: torch.Tensor) -> dict[str, float]:
+        if self.per_query is not None:
+            self.per_query.setdefault(setting, {})[key] = [round(ap, 6) for ap in average_precision(ranks).tolist()]
+        return metrics_from_ranks(ranks)
 
     def ranks(self, query_lang: str, cand_langs: list[str],
               top_k: int = 0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -180,10 +199,10 @@ class ParallelScorer:
         return torch.cat(all_ranks), (torch.cat(top_langs) if top_k else None)
 
     def monolingual(self, lang: str) -> dict[str, float]:
-        return metrics_from_ranks(self.ranks(lang, [lang])[0])
+        return self._metrics("monolingual", lang, self.ranks(lang, [lang])[0])
 
     def cross_lingual(self, query_lang: str, cand_lang: str) -> dict[str, float]:
-        return metrics_from_ranks(self.ranks(query_lang, [cand_lang])[0])
+        return self._metrics("cross-lingual", f"{query_lang}-{cand_lang}", self.ranks(query_lang, [cand_lang])[0])
 
     def results(self, settings=SETTINGS) -> dict:
         check_settings(settings)
@@ -198,6 +217,9 @@ class ParallelScorer:
                 results["cross-lingual"] = {"per_setting": per, "average": _average(per)}
         if "multilingual" in settings:
             results["multilingual"] = self.multilingual()
+        if self.per_query is not None:
+            results["per_query"] = {"groups": {lang: [g for g, _ in self.bench.queries[lang]] for lang in langs},
+                                    "ap": self.per_query}
         return results
 
     def multilingual(self) -> dict:
@@ -209,7 +231,7 @@ class ParallelScorer:
             pool = bench.pool_languages(lang)
             own = pool.index(lang) if lang in pool else None
             ranks, top = self.ranks(lang, pool, top_k=len(pool) if own is not None else 0)
-            per[lang] = metrics_from_ranks(ranks)
+            per[lang] = self._metrics("multilingual", lang, ranks)
             if own is not None:
                 share[lang] = same_language_share(top, own).mean().item()
             distance[lang] = rank_distance(ranks).mean().item()

@@ -43,23 +43,32 @@ class EvalConfig(ModelArgs, DataArgs, AdapterOptions):
         "help": "run these through mteb.evaluate instead: the project's tasks (XQuADRParallelRetrieval, "
                 "MLQARParallelRetrieval; on `data`), MTEB task names and/or presets of MTEB tasks: "
                 f"{', '.join(PRESETS)} (docs/evaluation.md)"})
+    flores_splits: list[str] | None = field(default=None, metadata={
+        "help": "a SIB-200/FLORES folder: its splits to read (train, dev, test; default all three)"})
+    per_query: bool = field(default=False, metadata={
+        "help": "also write each query's AP (per_query.json), for paired bootstrap intervals"})
     output_dir: str | None = field(default=None, metadata={"help": "where to write the results"})
 
     def __post_init__(self):
         super().__post_init__()
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        unknown = sorted(set(self.flores_splits or []) - {"train", "dev", "test"})
+        if unknown or self.flores_splits == []:
+            raise ConfigError(f"flores_splits must name SIB-200 splits (train, dev, test), got {self.flores_splits}")
 
 
 def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
     check_output_dir(cfg.output_dir)
     bench = load_benchmark(cfg.data, cfg.languages, cfg.split, cfg.n_folds, cfg.fold, cfg.dev_fraction,
-                           cfg.all_sentences)
+                           cfg.all_sentences, cfg.flores_splits)
     if encoder is None:
         encoder = Encoder.from_pretrained(cfg.model)
         cfg.compose(encoder)
     started = time.perf_counter()
-    results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size, max_tokens=cfg.batch_tokens)
+    results = evaluate_parallel(encoder, bench, cfg.settings, cfg.batch_size, max_tokens=cfg.batch_tokens,
+                                per_query=cfg.per_query)
+    per_query = results.pop("per_query", None)
     results["seconds"] = time.perf_counter() - started
     results["config"] = dataclasses.asdict(cfg)
     results["sizes"] = {lang: {"queries": len(bench.queries[lang]), "candidates": len(bench.candidates[lang])}
@@ -69,6 +78,10 @@ def run_evaluation(cfg: EvalConfig, encoder=None) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "results.md").write_text(f"# {cfg.model} on {cfg.data}\n\n" + markdown_table(results) + "\n")
+        if per_query is not None:
+            (out / "per_query.json").write_text(json.dumps(per_query) + "\n")
+    if per_query is not None:
+        results["per_query"] = per_query
     return results
 
 

@@ -1,0 +1,181 @@
+"""A study's summaries, tables, paired bootstrap intervals, target check and figures (`study.md`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
+from hf_hybrid.evaluation.bootstrap import ap_tables, paired_bootstrap
+from hf_hybrid.evaluation.retrieval import SETTINGS
+from hf_hybrid.languages import normalize_lang
+from hf_hybrid.tables import markdown_table
+from hf_hybrid.training.dapt import dapt_table
+
+LOW_RESOURCE = {normalize_lang(lang) for lang in FLORES_LOW_RESOURCE}
+FLORES_KEYS = ("x-en", "en-x", "multilingual")  # X->pivot, pivot->X, the multilingual pool
+LABELS = {"x-en": "X->en", "en-x": "en->X", "multilingual": "multilingual"}
+REFERENCES = ("base", "hybrid")
+# the issue's target, on final data: XQuAD-R gains over base, and what FLORES may lose
+TARGET = {"monolingual": 0.0, "cross-lingual": 0.04, "multilingual": 0.25, "low_loss": 0.01, "high_loss": 0.01}
+
+
+def summarize(results: dict) -> dict:
+    out = {s: results[s]["average"]["map"] for s in SETTINGS if s in results}
+    if "multilingual" in results:
+        out["same_language_share"] = results["multilingual"]["bias"]["same_language_share_mean"]
+    out["n_languages"] = len(results["languages"])
+    return out
+
+
+def summarize_flores(results: dict, pivot: str = "en") -> dict:
+    """mAP per language other than the pivot (X->en, en->X, multilingual pool) and the averages of the
+    low-resource and high-resource languages."""
+    per_language = {}
+    for lang in results["languages"]:
+        if lang == pivot:
+            continue
+        per_language[lang] = {
+            "x-en": results["cross-lingual"]["per_setting"][f"{lang}-{pivot}"]["map"],
+            "en-x": results["cross-lingual"]["per_setting"][f"{pivot}-{lang}"]["map"],
+            "multilingual": results["multilingual"]["per_setting"][lang]["map"]}
+    out = {"per_language": per_language}
+    for group, members in (("low", [lang for lang in per_language if lang in LOW_RESOURCE]),
+                           ("high", [lang for lang in per_language if lang not in LOW_RESOURCE])):
+        for key in FLORES_KEYS:
+            if members:
+                out[f"{group}_{key}"] = sum(per_language[lang][key] for lang in members) / len(members)
+    return out
+
+
+def _flores_labels(lang: str, key: str, pivot: str = "en") -> str:
+    return {"x-en": f"cross-lingual {lang}-{pivot}", "en-x": f"cross-lingual {pivot}-{lang}",
+            "multilingual": f"multilingual {lang}"}[key]
+
+
+def intervals(root: Path, arms: list[str], folds: list[int], flores: bool, n_resamples: int = 1000) -> dict:
+    """Paired bootstrap intervals of each arm's difference from base and from hybrid (those in the study):
+    XQuAD-R per setting (queries of every fold), FLORES per low-resource language and their mean."""
+    def tables(arm: str, sub: str) -> dict:
+        files = [root / f"fold{f}" / arm / sub / "per_query.json" for f in folds]
+        return ap_tables([p for p in files if p.is_file()])
+
+    out: dict = {}
+    for reference in [r for r in REFERENCES if r in arms]:
+        ref_x, ref_f = tables(reference, ""), tables(reference, "flores") if flores else {}
+        for arm in [a for a in arms if a != reference]:
+            arm_x, arm_f = tables(arm, ""), tables(arm, "flores") if flores else {}
+            entry = {"xquad-r": {s: paired_bootstrap(arm_x, ref_x, [k for k in arm_x if k.startswith(s + " ")],
+                                                     n_resamples)["mean"]
+                                 for s in SETTINGS if any(k.startswith(s + " ") for k in arm_x)}}
+            if arm_f:
+                langs = sorted({k.split()[-1] for k in arm_f if k.startswith("multilingual ")} & LOW_RESOURCE)
+                entry["flores"] = {}
+                for key in FLORES_KEYS:
+                    labels = [_flores_labels(lang, key) for lang in langs]
+                    boot = paired_bootstrap(arm_f, ref_f, labels, n_resamples)
+                    entry["flores"][key] = {lang: boot[label] for lang, label in zip(langs, labels, strict=True)}
+                    entry["flores"][key]["low-resource mean"] = boot["mean"]
+            out.setdefault(arm, {})[reference] = entry
+    return out
+
+
+def target_check(xquad: dict, flores: dict | None) -> dict:
+    """Which parts of the issue's target each arm meets against base, on the study's means."""
+    base, base_f = xquad["base"], (flores or {}).get("base")
+    out = {}
+    for arm, m in xquad.items():
+        if arm == "base":
+            continue
+        check = {s: m[s] - base[s] for s in SETTINGS if s in m}
+        ok = all(check[s] >= TARGET[s] for s in check)
+        if base_f:
+            per, per_base = flores[arm]["per_language"], base_f["per_language"]
+            changes = {(lang, key): per[lang][key] - per_base[lang][key] for lang in per for key in ("x-en", "en-x")}
+            low = {k: v for k, v in changes.items() if k[0] in LOW_RESOURCE}
+            high = {k: v for k, v in changes.items() if k[0] not in LOW_RESOURCE}
+            check["worst_low"] = min(low.items(), key=lambda kv: kv[1]) if low else None
+            check["low_mean"] = sum(low.values()) / len(low) if low else None
+            check["worst_high"] = min(high.items(), key=lambda kv: kv[1]) if high else None
+            ok = ok and (not low or (check["worst_low"][1] >= -TARGET["low_loss"] and check["low_mean"] > 0)) and \
+                (not high or check["worst_high"][1] >= -TARGET["high_loss"])
+        check["meets_target"] = ok
+        out[arm] = check
+    return out
+
+
+def _ci(interval: dict) -> str:
+    return f"{interval['diff']:+.3f} [{interval['low']:+.3f}, {interval['high']:+.3f}]"
+
+
+def intervals_tables(found: dict) -> str:
+    parts = []
+    for reference in REFERENCES:
+        rows = [[arm, *[_ci(e[reference]["xquad-r"][s]) if s in e[reference]["xquad-r"] else "" for s in SETTINGS],
+                 *[_ci(e[reference]["flores"][k]["low-resource mean"]) if "flores" in e[reference] else ""
+                   for k in FLORES_KEYS]]
+                for arm, e in found.items() if reference in e]
+        if rows:
+            parts += [f"Difference from {reference}, mAP, with paired bootstrap 95% intervals (resampled by query "
+                      "group):", markdown_table(["arm", *[f"XQuAD-R {s}" for s in SETTINGS],
+                                                 *[f"FLORES low-resource {LABELS[k]}" for k in FLORES_KEYS]], rows)]
+    per_language = {arm: e["base"]["flores"] for arm, e in found.items() if "flores" in e.get("base", {})}
+    if per_language:
+        langs = [lang for lang in next(iter(per_language.values()))["x-en"] if lang != "low-resource mean"]
+        rows = [[f"{arm} {LABELS[key]}", *[_ci(f[key][lang]) for lang in langs]]
+                for arm, f in per_language.items() for key in ("x-en", "en-x")]
+        parts += ["FLORES difference from base per low-resource language (95% intervals):",
+                  markdown_table(["arm", *langs], rows)]
+    return "\n\n".join(parts)
+
+
+def target_table(checks: dict) -> str:
+    def change(item) -> str:
+        return "" if not item else f"{item[1]:+.3f} ({item[0][0]} {LABELS[item[0][1]]})"
+
+    rows = [[arm, *[f"{c[s]:+.3f}" if s in c else "" for s in SETTINGS], change(c.get("worst_low")),
+             "" if c.get("low_mean") is None else f"{c['low_mean']:+.3f}", change(c.get("worst_high")),
+             "yes" if c["meets_target"] else "no"] for arm, c in checks.items()]
+    return ("The target (difference from base: monolingual >= 0, cross-lingual >= +0.04, multilingual >= +0.25; "
+            "every low-resource FLORES X->en and en->X >= -0.01 and their mean up; every high-resource one >= -0.01):"
+            "\n\n" + markdown_table(["arm", *[f"{s} change" for s in SETTINGS], "worst low-resource FLORES change",
+                                     "low-resource mean change", "worst high-resource change", "meets the target"],
+                                    rows))
+
+
+def flores_table(table: dict) -> str:
+    """FLORES mAP per arm: the low- and high-resource averages, then X->en per language."""
+    groups = [(group, key) for group in ("low", "high") for key in FLORES_KEYS]
+    averages = markdown_table(
+        ["arm"] + [f"{group} {LABELS[key]}" for group, key in groups],
+        [[arm] + [f"{m[f'{group}_{key}']:.3f}" if f"{group}_{key}" in m else "" for group, key in groups]
+         for arm, m in table.items()])
+    langs = list(next(iter(table.values()))["per_language"])
+    per_language = markdown_table(["arm", *langs], [
+        [arm] + [f"{m['per_language'][lang]['x-en']:.3f}" for lang in langs] for arm, m in table.items()])
+    return "\n\n".join(["FLORES mAP, low-resource and high-resource averages (languages other than English):",
+                        averages, "FLORES X->en mAP per language:", per_language])
+
+
+def study_table(table: dict, n_languages: int) -> str:
+    """Mean mAP per setting and the same-language share per arm (a missing value is nan)."""
+    nan = float("nan")
+    return markdown_table(
+        ["arm"] + [f"{setting} mAP" for setting in SETTINGS] + [f"same-language share of top-{n_languages}"],
+        [[arm] + [f"{m.get(setting, nan):.3f}" for setting in SETTINGS] + [f"{m.get('same_language_share', nan):.2f}"]
+         for arm, m in table.items()])
+
+
+def study_markdown(study: dict) -> str:
+    parts = [f"Evaluated on the {study.get('eval_split', 'test')} split.",
+             study_table(study["mean_over_folds"], study["n_languages"])]
+    if "flores_mean_over_folds" in study:
+        parts.append(flores_table(study["flores_mean_over_folds"]))
+    if "target" in study:
+        parts.append(target_table(study["target"]))
+    if study.get("intervals"):
+        parts.append(intervals_tables(study["intervals"]))
+    for key, title in (("dapt", "DAPT adapters"), ("anchored_dapt", "Anchored DAPT adapters")):
+        if key in study:
+            parts.append(f"{title} (held-out MLM loss on the adapter's language):\n\n" + dapt_table(study[key]))
+    parts.append(f"Rerun with:\n\n```bash\n{study['command']}\n```")
+    return "\n\n".join(parts)
