@@ -1,11 +1,13 @@
 """A small Hugging Face Hub on 127.0.0.1 for tests: the HTTP endpoints huggingface_hub 2.4 calls to push a
 folder (`HfApi.create_repo`, `create_branch`, `upload_folder`) and to read it back (`hf_hub_download`,
-`snapshot_download`, `HfFileSystem`, so `SentenceTransformer(repo_id)` and `datasets.load_dataset(repo_id)`).
+`snapshot_download`, `HfFileSystem`, so `SentenceTransformer(repo_id)` and `datasets.load_dataset(repo_id)`), and
+to list a revision's commits (`list_repo_commits`, which `mteb run -m <user>/<model>` asks for).
 
     with HubServer() as hub:                      # a free port; hub.url is the HF_ENDPOINT
         os.environ["HF_ENDPOINT"] = hub.url       # (in a subprocess: huggingface_hub reads it at import)
         ...
         hub.files("alice/model")                  # path -> bytes at main (or any revision)
+        hub.add_repo("mteb/XQuADRetrieval", "dataset", files=..., commit="194842d6...")  # a repo at a pinned sha
 
 Accounts: TOKEN is user USER's (member of org ORG); OTHER_TOKEN is user OTHER's. No token or an unknown
 token gets 401 where the Hub needs one; writing into a namespace the token's user does not own gets 403;
@@ -20,6 +22,7 @@ Endpoints (`{type}s` is models or datasets):
     POST /api/validate-yaml                         README.md metadata: YAML that parses to a mapping
     GET  /api/{type}s/{ns}/{name}[/revision/{rev}]  repo info: sha, private, siblings, cardData
     GET  /api/{type}s/{ns}/{name}/refs              branches (+ pullRequests with include_prs=1)
+    GET  /api/{type}s/{ns}/{name}/commits/{rev}     the commits reachable from rev, newest first (one page)
     POST /api/{type}s/{ns}/{name}/branch/{branch}   {startingPoint}; 409 if it exists
     POST /api/{type}s/{ns}/{name}/preupload/{rev}   every file is "regular" (its content goes in the commit)
     POST /api/{type}s/{ns}/{name}/commit/{rev}      NDJSON: header, file (base64), deletedFile, deletedFolder;
@@ -75,6 +78,7 @@ class Commit:
     added: dict[str, bytes]  # what this commit sent
     summary: str
     date: str
+    author: str = USER
 
 
 @dataclass
@@ -123,11 +127,12 @@ class HubServer:
 
     # --- test helpers -------------------------------------------------------------------------------
     def add_repo(self, repo_id: str, repo_type: str = "model", private: bool = False,
-                 files: dict[str, bytes] | None = None) -> Repo:
+                 files: dict[str, bytes] | None = None, commit: str | None = None) -> Repo:
+        """A repo holding `files` at main, in a commit of sha `commit` if given (e.g. the revision a task pins)."""
         with self._lock:
             repo = self._new_repo(repo_id, repo_type, private)
-            if files:
-                self._commit(repo, "main", dict(files), [], "seed")
+            if files or commit:
+                self._commit(repo, "main", dict(files or {}), [], "seed", oid=commit)
             return repo
 
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo | None:
@@ -166,14 +171,14 @@ class HubServer:
         return repo
 
     def _commit(self, repo: Repo, ref: str, added: dict[str, bytes], deleted: list[str], summary: str,
-                parent: str | None = None) -> Commit:
+                parent: str | None = None, oid: str | None = None, author: str = USER) -> Commit:
         parent = parent or repo.refs[ref]
         files = dict(repo.commits[parent].files)
         for path in deleted:
             for name in [n for n in files if n == path or n.startswith(path.rstrip("/") + "/")]:
                 del files[name]
         files.update(added)
-        commit = Commit(self._oid(), parent, files, added, summary, _now())
+        commit = Commit(oid or self._oid(), parent, files, added, summary, _now(), author)
         repo.commits[commit.oid] = commit
         repo.refs[ref] = commit.oid
         return commit
@@ -252,6 +257,8 @@ class HubServer:
                     return _json(200, self._info(repo, rest[0] if rest else "main"))
                 if action == "refs" and method == "GET":
                     return self._refs(repo, query.get("include_prs") == "1")
+                if action == "commits" and method == "GET" and rest:
+                    return _json(200, self._commit_log(repo, "/".join(rest)))
                 if action == "branch" and method == "POST" and rest:
                     return self._branch(repo, user, "/".join(rest), json.loads(body or b"{}"))
                 if action == "preupload" and method == "POST" and rest:
@@ -341,6 +348,15 @@ class HubServer:
             out["pullRequests"] = [ref(n, n) for n in repo.refs if n.startswith("refs/pr/")]
         return _json(200, out)
 
+    def _commit_log(self, repo: Repo, revision: str) -> list[dict]:
+        out, oid = [], self._resolve(repo, revision)
+        while oid is not None:
+            commit = repo.commits[oid]
+            out.append({"id": commit.oid, "title": commit.summary, "message": "", "date": commit.date,
+                        "authors": [{"user": commit.author}]})
+            oid = commit.parent
+        return out
+
     def _branch(self, repo, user, branch, payload):
         self._writable(repo, user)
         if branch in repo.refs:
@@ -389,7 +405,7 @@ class HubServer:
             ref, pr_url = f"refs/pr/{num}", self._discussion(repo, num)["url"]
         elif revision not in repo.refs:
             raise HubError(400, f"Cannot commit to {revision}: not a branch")
-        commit = self._commit(repo, ref, added, deleted, header.get("summary", ""))
+        commit = self._commit(repo, ref, added, deleted, header.get("summary", ""), author=user)
         return _json(200, {"success": True, "commitOid": commit.oid, "pullRequestUrl": pr_url,
                            "commitUrl": f"{self.url}/{PREFIX[repo.repo_type]}{repo.repo_id}/commit/{commit.oid}"})
 

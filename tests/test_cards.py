@@ -185,6 +185,53 @@ def test_report_plots_are_listed_assets(run, tmp_path):
     assert card_assets(None) == {} and "![" not in render_model_card(run["model"], [run["eval"]])
 
 
+def test_dataset_entry_is_a_hub_id_or_absent(run, tmp_path):
+    """`datasets:` names the training data only when it came from the Hub; the model-index names a Hub id as its
+    dataset when the evaluation data came from there."""
+    copy = tmp_path / "model"
+    shutil.copytree(run["model"], copy)
+    cfg = yaml.safe_load((copy / "training_config.yaml").read_text())
+    local = tmp_path / "exports" / "my-qa"
+    local.mkdir(parents=True)
+    for data, expected in ((str(local), None), ("demo", None), ("someone/parallel-qa", ["someone/parallel-qa"])):
+        (copy / "training_config.yaml").write_text(yaml.safe_dump({**cfg, "data": data}, sort_keys=False))
+        text = render_model_card(copy, check_model=False)
+        assert ModelCard(text).data.datasets == expected, data
+        assert ("\ndatasets:" in text.split("\n---", 1)[0]) == bool(expected), data
+
+    evaluation = tmp_path / "eval-hub"
+    shutil.copytree(run["eval"], evaluation)
+    results = json.loads((evaluation / "results.json").read_text())
+    results["config"]["data"] = "someone/parallel-qa"
+    (evaluation / "results.json").write_text(json.dumps(results))
+    card = ModelCard(render_model_card(copy, [evaluation], check_model=False))
+    assert {r.dataset_type for r in card.data.eval_results} == {"someone/parallel-qa"}
+
+
+def test_pushed_card_shows_the_heatmap_and_bias_profile_of_its_evaluation(run, tmp_path):
+    from hf_hybrid.evaluation.report import cross_lingual_matrix
+    from hf_hybrid.hub.push import build_model_folder
+
+    out = tmp_path / "repo"
+    files = build_model_folder(run["model"], out, "me/tiny-hybrid", [run["eval"]])
+    text = (out / "README.md").read_text()
+    linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert linked == ["figures/eval/cross_lingual_map.png", "figures/eval/bias_profile.png"]
+    for image in linked:
+        assert image in files and (out / image).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    # the heatmap stands for the 3 x 3 table, summed up in a sentence whose numbers are results.json's
+    assert "| query \\ candidate |" not in text
+    matrix = cross_lingual_matrix(json.loads((run["eval"] / "results.json").read_text()), "map")
+    pairs = {(x, y): v for x, row in matrix.items() for y, v in row.items() if x != y}
+    best = max(pairs, key=pairs.get)
+    assert f"mean {sum(pairs.values()) / len(pairs):.3f} over {len(pairs)} ordered pairs" in text
+    assert f"highest {best[0]}→{best[1]} {pairs[best]:.3f}" in text
+    assert "Language bias in the multilingual pool" in text
+    # rendered without a folder to draw in, the card keeps the table and links no image
+    plain = render_model_card(run["model"], [run["eval"]])
+    assert "| query \\ candidate |" in plain and "over 6 ordered pairs" in plain and "![" not in plain
+
+
 def roundtrip(folder: Path, config: str, split: str) -> str:
     from datasets import load_dataset
 

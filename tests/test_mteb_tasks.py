@@ -1,10 +1,13 @@
+import ast
+import inspect
 import json
 
 import pytest
 
 mteb = pytest.importorskip("mteb")
 
-from hf_hybrid.evaluation.mteb_tasks import XQuADRParallelRetrieval, subset_names  # noqa: E402
+from hf_hybrid.evaluation import mteb_tasks  # noqa: E402
+from hf_hybrid.evaluation.mteb_tasks import PROJECT_TASKS, XQuADRParallelRetrieval, subset_names  # noqa: E402
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation  # noqa: E402
 
 # The tiny random model scores many candidates within float noise of each other, and the two routes' encoders
@@ -25,6 +28,23 @@ def test_subsets_and_metadata():
     assert list(task.metadata.eval_langs) == task.hf_subsets
     with pytest.raises(ValueError, match="has no language"):
         XQuADRParallelRetrieval(data="demo", languages=["sw"])
+
+
+def test_task_classes_follow_mteb_task_file_conventions():
+    """As in mteb/tasks/*: `metadata = TaskMetadata(...)` by keyword in the class body, dataset {path, revision}."""
+    classes = {node.name: node for node in ast.walk(ast.parse(inspect.getsource(mteb_tasks)))
+               if isinstance(node, ast.ClassDef)}
+    for name, cls in PROJECT_TASKS.items():
+        assigned = [n.value for n in classes[cls.__name__].body
+                    if isinstance(n, ast.Assign) and [t.id for t in n.targets] == ["metadata"]]
+        assert len(assigned) == 1 and isinstance(assigned[0], ast.Call), name
+        call = assigned[0]
+        assert call.func.id == "TaskMetadata" and not call.args, name
+        keywords = {k.arg: k.value for k in call.keywords}
+        assert isinstance(keywords["name"], ast.Constant) and keywords["name"].value == name
+        dataset = keywords["dataset"]
+        assert isinstance(dataset, ast.Dict) and [k.value for k in dataset.keys] == ["path", "revision"], name
+        assert cls.metadata.dataset["path"].startswith("hf-hybrid/") and cls.metadata.dataset["revision"]
 
 
 def test_mteb_route_gives_the_toolkit_scores(tiny_model_dir, tmp_path):

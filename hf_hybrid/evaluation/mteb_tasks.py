@@ -192,51 +192,64 @@ _XQUAD_R_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ru", "th", "tr", "vi"
 _MLQA_R_LANGUAGES = ("ar", "de", "en", "es", "hi", "vi", "zh")
 
 
-def _metadata(name: str, path: str, languages, description: str, reference: str, date, citation: str,
-              license: str) -> TaskMetadata:
-    return TaskMetadata(
-        name=name,
-        dataset={"path": path, "revision": "main"},
-        description=description,
-        reference=reference,
-        type="Retrieval",
-        category="t2t",
-        modalities=["text"],
-        eval_splits=[SPLIT],
-        eval_langs=eval_langs(list(languages)),
-        main_score="map",
-        date=date,
-        domains=["Encyclopaedic", "Written"],
-        task_subtypes=["Question answering"],
-        license=license,
-        annotations_creators="human-annotated",
-        dialect=[],
-        sample_creation="human-translated",
-        bibtex_citation=citation,
-    )
+# MTEB's task-file conventions: `metadata = TaskMetadata(...)` by keyword in the class body, and a dataset
+# {path, revision} on the Hub. The datasets are not published yet: each `revision` names the branch until then and
+# becomes the commit sha once they are (docs/evaluation.md); then the classes can be contributed to MTEB as they are.
 
 
 class XQuADRParallelRetrieval(ParallelRetrievalTask):
     benchmark_languages = _XQUAD_R_LANGUAGES
-    metadata = _metadata(
-        "XQuADRParallelRetrieval", "hf-hybrid/xquad-r", _XQUAD_R_LANGUAGES,
-        "XQuAD-R (LAReQA): questions retrieve their answer sentence among every sentence of the XQuAD "
-        "paragraphs, per language, per ordered language pair, and from one multilingual pool where the "
-        "answer in every language is relevant. Exact mAP over the full ranking.",
-        "https://github.com/google-research-datasets/lareqa", ("2019-05-21", "2020-11-16"), _LAREQA_CITATION,
-        "cc-by-sa-4.0")
+    metadata = TaskMetadata(
+        name="XQuADRParallelRetrieval",
+        dataset={"path": "hf-hybrid/xquad-r", "revision": "main"},
+        description=(
+            "XQuAD-R (LAReQA): questions retrieve their answer sentence among every sentence of the XQuAD "
+            "paragraphs, per language, per ordered language pair, and from one multilingual pool where the "
+            "answer in every language is relevant. Exact mAP over the full ranking."),
+        reference="https://github.com/google-research-datasets/lareqa",
+        type="Retrieval",
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[SPLIT],
+        eval_langs=eval_langs(list(_XQUAD_R_LANGUAGES)),
+        main_score="map",
+        date=("2019-05-21", "2020-11-16"),
+        domains=["Encyclopaedic", "Written"],
+        task_subtypes=["Question answering"],
+        license="cc-by-sa-4.0",
+        annotations_creators="human-annotated",
+        dialect=[],
+        sample_creation="human-translated",
+        bibtex_citation=_LAREQA_CITATION,
+    )
 
 
 class MLQARParallelRetrieval(ParallelRetrievalTask):
     benchmark_languages = _MLQA_R_LANGUAGES
-    metadata = _metadata(
-        "MLQARParallelRetrieval", "hf-hybrid/mlqa-r", _MLQA_R_LANGUAGES,
-        "MLQA-R after LAReQA: MLQA questions asked in every language retrieve their answer, per language, per "
-        "ordered language pair, and from one multilingual pool. Exact mAP over the full ranking. MLQA ships no "
-        "sentence breaks, so the candidates are the paragraphs (LAReQA split them into sentences). Needs the "
-        "MLQA files (`test-context-<l>-question-<l>.json`) at `data`.",
-        "https://github.com/facebookresearch/MLQA", ("2019-10-16", "2020-11-16"), _LAREQA_CITATION,
-        "cc-by-sa-3.0")
+    metadata = TaskMetadata(
+        name="MLQARParallelRetrieval",
+        dataset={"path": "hf-hybrid/mlqa-r", "revision": "main"},
+        description=(
+            "MLQA-R after LAReQA: MLQA questions asked in every language retrieve their answer, per language, per "
+            "ordered language pair, and from one multilingual pool. Exact mAP over the full ranking. MLQA ships no "
+            "sentence breaks, so the candidates are the paragraphs (LAReQA split them into sentences). Needs the "
+            "MLQA files (`test-context-<l>-question-<l>.json`) at `data`."),
+        reference="https://github.com/facebookresearch/MLQA",
+        type="Retrieval",
+        category="t2t",
+        modalities=["text"],
+        eval_splits=[SPLIT],
+        eval_langs=eval_langs(list(_MLQA_R_LANGUAGES)),
+        main_score="map",
+        date=("2019-10-16", "2020-11-16"),
+        domains=["Encyclopaedic", "Written"],
+        task_subtypes=["Question answering"],
+        license="cc-by-sa-3.0",
+        annotations_creators="human-annotated",
+        dialect=[],
+        sample_creation="human-translated",
+        bibtex_citation=_LAREQA_CITATION,
+    )
 
 
 _FLORES_LANGUAGES = tuple(sorted(normalize_lang(lang) for lang in (*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE)))

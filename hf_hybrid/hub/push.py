@@ -15,6 +15,8 @@ The folder that is pushed is built first, in full, then uploaded as it is with `
     training_config.yaml, train_summary.json, train_log.jsonl
     results/<eval>/                   per --eval folder, its results files at their paths in it: the toolkit's
                                       results.json (+ results.md, summary.*), mteb's JSON (mteb/results/...)
+    figures/<eval>/*.png              per --eval folder with results.json: its cross-lingual heatmap and bias
+                                      profile, which the card shows
     figures/*.png                     with --report DIR: the report's plots the card shows
 
 Training checkpoints, pickles and hidden files stay home. Per-language adapters, when a model folder has
@@ -138,10 +140,11 @@ def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eva
     plan: list[tuple[Path, str]] = [(model_dir / rel, rel.as_posix()) for rel in model_files(model_dir)]
     for eval_dir, name in zip(eval_dirs, names, strict=True):
         plan += [(eval_dir / rel, f"results/{name}/{rel.as_posix()}") for rel in eval_files(eval_dir)]
-    card = render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
-                                   report_dir=report_dir)
-    plan += [(Path(src), dst) for dst, src in card_assets(report_dir).items()]
-    return _write(out, plan, card)
+    with tempfile.TemporaryDirectory() as figures:  # the evaluations' heatmaps and bias profiles, drawn for the card
+        card = render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
+                                 report_dir=report_dir, figures_dir=figures)
+        plan += [(Path(src), dst) for dst, src in card_assets(report_dir, figures).items()]
+        return _write(out, plan, card)
 
 
 def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str) -> list[str]:

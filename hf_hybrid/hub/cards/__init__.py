@@ -15,6 +15,8 @@ One module per card kind, as sentence-transformers keeps a `model_card.py` per m
   metadata built with huggingface_hub's `ModelCardData` / `EvalResult` (the `model-index` holds every result
   found, and `ModelCard(text).data.eval_results` gives them back), then a body from `model_card.md.j2`. What no
   file holds is left out, never guessed: without eval_dirs there is no results section and no model-index.
+- `figures`: each toolkit evaluation's cross-lingual heatmap and bias profile, drawn into the `figures_dir` given
+  to `render_model_card` (`hf-hybrid push` always gives one); `card_assets(report_dir, figures_dir)` lists them.
 - `evaluations`: the evaluation results the model card reads (`results.json` of `hf-hybrid eval`, or mteb's task
   JSON under the folder of `hf-hybrid eval --tasks`), as `EvalResult`s and as the tables of the card's body.
 - `dataset`: `render_dataset_card` does the same for a folder of `hf-hybrid data export` (`parallel-qa` or

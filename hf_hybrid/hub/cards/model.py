@@ -30,10 +30,10 @@ from hf_hybrid.hub.cards.evaluations import (
     mteb_view,
     toolkit_view,
 )
+from hf_hybrid.hub.cards.figures import FIGURES, cross_lingual_summary, draw_evaluation_figures
 from hf_hybrid.tables import markdown_table
 
 MODEL_TEMPLATE = "model_card.md.j2"
-FIGURES = "figures"  # where card_assets puts the report's plots, relative to README.md
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")  # MTEB XQuADRetrieval's
 _POOLING = {"cls_token": "CLS token", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens":
             "mean (sqrt length)", "weightedmean_tokens": "weighted mean", "lasttoken": "last token"}
@@ -158,10 +158,29 @@ def _figures(report_dir: str | Path | None) -> list[dict]:
     return out
 
 
-def card_assets(report_dir: str | Path | None = None) -> dict[str, Path]:
-    """The extra files a model card rendered with the same `report_dir` links to: {path relative to README.md:
-    file to copy there}. Empty without a report folder."""
-    return {f["file"]: f["source"] for f in _figures(report_dir)}
+def card_assets(report_dir: str | Path | None = None, figures_dir: str | Path | None = None) -> dict[str, Path]:
+    """The extra files a model card rendered with the same `report_dir` and `figures_dir` links to: {path relative
+    to README.md: file to copy there}. Empty without either."""
+    assets = {f["file"]: f["source"] for f in _figures(report_dir)}
+    if figures_dir is not None:
+        assets.update({f"{FIGURES}/{p.relative_to(figures_dir).as_posix()}": p
+                       for p in sorted(Path(figures_dir).rglob("*.png"))})
+    return assets
+
+
+def _toolkit_views(toolkit: list[Evaluation], cfg: dict, figures_dir: str | Path | None) -> list[dict]:
+    """The card's view of each results.json, with its heatmap and bias profile when `figures_dir` is given to draw
+    them in (the heatmap then stands for the cross-lingual table), and the heatmap's summary in words."""
+    from hf_hybrid.evaluation.report import METRIC_FORMAT, cross_lingual_matrix  # imports torch
+
+    drawn = draw_evaluation_figures(toolkit, Path(figures_dir)) if figures_dir is not None else \
+        [{"heatmap": None, "bias": None}] * len(toolkit)
+    views = []
+    for ev, figures in zip(toolkit, drawn, strict=True):
+        matrix = cross_lingual_matrix(ev.data, "map")
+        views.append({**toolkit_view(ev, cfg), "heatmap": figures["heatmap"], "bias_figure": figures["bias"],
+                      "cross_summary": cross_lingual_summary(matrix, "mAP", METRIC_FORMAT) if matrix else ""})
+    return views
 
 
 def _citation_keys(base: BaseModel | None, cfg: dict, evaluations: list[Evaluation]) -> list[str]:
@@ -208,7 +227,7 @@ def _data_hint(train_data: str | None, evaluations: list[Evaluation]) -> str:
 
 def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | None = None,
                       license: str | None = None, report_dir: str | Path | None = None, check_model: bool = True,
-                      template_dir: str | Path | None = None) -> str:
+                      template_dir: str | Path | None = None, figures_dir: str | Path | None = None) -> str:
     """README.md (YAML metadata + body) for a model folder written by `hf-hybrid train`.
 
     eval_dirs: evaluation folders or files of this model (results.json, mteb task JSON); every result in
@@ -217,6 +236,9 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
     usage snippets load (default `<user>/<folder name>`). license: default the base model's where known,
     else none. report_dir: a folder of `hf-hybrid report` whose plots the card shows under figures/
     (copy them with `card_assets(report_dir)`). check_model: refuse results recorded for another model.
+    figures_dir: a folder to draw each evaluation's cross-lingual heatmap and bias profile in; the card shows them
+    under figures/<evaluation>/ (copy them with `card_assets(report_dir, figures_dir)`) and sums the heatmap up in
+    words instead of the full query x candidate table. `hf-hybrid push` always passes one.
     """
     model_dir = Path(model_dir)
     if not (model_dir / "modules.json").is_file():
@@ -243,7 +265,7 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
         model_table=markdown_table(["model", "value", "from"], model_rows), prompts=prompts,
         training_table=markdown_table(["training", "value", "source"], _training_rows(cfg, summary, hardware)),
         log_first=log[0] if log else None, log_last=log[-1] if len(log) > 1 else None,
-        toolkit=[toolkit_view(ev, cfg) for ev in toolkit],
+        toolkit=_toolkit_views(toolkit, cfg, figures_dir),
         mteb=[mteb_view(ev) for ev in evaluations if ev.kind == "mteb"],
         figures=_figures(report_dir), n_results=len(results),
         adapters=[str(p.parent.relative_to(model_dir)) for p in sorted(model_dir.rglob("adapter_config.json"))],
