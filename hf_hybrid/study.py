@@ -8,7 +8,8 @@ sentences when choosing (`eval_split: dev`), on its `dev` + `test` sentences for
 Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned from the base; `dapt-merge` /
 `dapt-route` (the --adapters merged into the base / routed by language) and `dapt-anchored-merge` /
 `dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
-(the --anchor_weight / --anchor_text loss) and `+mlm` (the --mlm_weight / --mlm_text loss). A fine-tuned arm may
+(the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`) and `+mlm` (the --mlm_text loss at
+--mlm_weight, or `+mlm=W`). A fine-tuned arm may
 end in `@W`: its model interpolated with the fine-tuning's starting model at weight W (`hf-hybrid interpolate`),
 and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`, `arm@0.7` for every fine-tuned
 arm. With `--models_dir`, trained models are kept there and reused, so a dev study and a test study train once.
@@ -49,6 +50,8 @@ class Arm:
     sampler: str | None = None  # None: not fine-tuned
     anchor: bool = False
     mlm: bool = False
+    anchor_weight: float | None = None  # +anchor=W; None: the study's --anchor_weight
+    mlm_weight: float | None = None  # +mlm=W; None: the study's --mlm_weight
     weight: float | None = None  # interpolation weight with the starting model
     seed: int | None = None
 
@@ -58,7 +61,8 @@ class Arm:
         return re.sub(r"@[^#]*", "", self.name)
 
 
-ARM_HELP = ("base, <sampler>[+anchor][+mlm], dapt[-anchored]-(merge|route)[+<sampler>[+anchor][+mlm]], each "
+ARM_HELP = ("base, <sampler>[+anchor[=W]][+mlm[=W]], dapt[-anchored]-(merge|route)[+<sampler>[+anchor[=W]]"
+            "[+mlm[=W]]], each "
             f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
             f"{', '.join(SAMPLERS)}")
 
@@ -87,9 +91,18 @@ def parse_arm(name: str) -> Arm:
             if rest[0] not in SAMPLERS:
                 raise bad(f"{rest[0]!r} is not a sampler")
             arm["sampler"], rest = rest[0], rest[1:]
-    if len(set(rest)) != len(rest) or not set(rest) <= {"anchor", "mlm"}:
-        raise bad(f"after the sampler come +anchor and/or +mlm, once each, got {'+'.join(rest)!r}")
-    arm.update(anchor="anchor" in rest, mlm="mlm" in rest)
+    losses = [part.partition("=") for part in rest]
+    if len({name for name, _, _ in losses}) != len(losses) or not {name for name, _, _ in losses} <= {"anchor", "mlm"}:
+        raise bad(f"after the sampler come +anchor[=W] and/or +mlm[=W], once each, got {'+'.join(rest)!r}")
+    for loss, has_value, value in losses:
+        arm[loss] = True
+        if has_value:
+            try:
+                arm[f"{loss}_weight"] = float(value)
+            except ValueError:
+                raise bad(f"{loss} weight {value!r} is not a number") from None
+            if arm[f"{loss}_weight"] < 0:
+                raise bad(f"{loss} weight must be at least 0, got {value}")
     _suffixes(arm, weight, seed, bad)
     return Arm(**arm)
 
@@ -192,8 +205,9 @@ class StudyRun:
         # arms are pushed, if at all, one by one with `hf-hybrid push`
         values.update(sampler=arm.sampler, fold=fold, output_dir=str(out), push_to_hub=None,
                       composition=arm.composition, adapters=self.adapters(arm),
-                      anchor_weight=cfg.anchor_weight if arm.anchor else 0.0,
-                      mlm_weight=cfg.mlm_weight if arm.mlm else 0.0,
+                      anchor_weight=(cfg.anchor_weight if arm.anchor_weight is None else arm.anchor_weight)
+                      if arm.anchor else 0.0,
+                      mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
                       seed=cfg.seed if arm.seed is None else arm.seed,
                       resume=(out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()))
         return train(HybridTrainingConfig(**values))

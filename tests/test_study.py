@@ -65,11 +65,15 @@ def test_parse_arm_grammar_and_its_errors():
         ("merge", "anchored", "hybrid", True, True, 0.7, 43)
     assert arm.model_key == "dapt-anchored-merge+hybrid+anchor+mlm#43"  # interpolations share the trained model
     assert parse_arm("hybrid").model_key == "hybrid" and parse_arm("base").sampler is None
+    arm = parse_arm("hybrid+mlm=0.5+anchor=20@0.6")
+    assert (arm.anchor_weight, arm.mlm_weight, arm.weight) == (20.0, 0.5, 0.6)
+    assert arm.model_key == "hybrid+mlm=0.5+anchor=20"
     for name, why in [("hybrid+anchor+anchor", "once each"), ("base+hybrid", "takes no +"),
                       ("hybrid@1.5", r"in \[0, 1\], got 1.5"), ("hybrid@x", "'x' is not a number"),
                       ("hybrid#4.5", "not a whole number"), ("dapt-route+hybrid@0.5", "routed arm"),
                       ("dapt-merge@0.5", "only a fine-tuned arm"), ("hybrid+dropout", "once each"),
-                      ("dapt-mix", "neither base")]:
+                      ("dapt-mix", "neither base"),
+                      ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0")]:
         with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
             parse_arm(name)
 
