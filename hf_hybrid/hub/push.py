@@ -16,6 +16,8 @@ The folder that is pushed is built first, in full, then uploaded as it is with `
     results/<eval>/                   per --eval folder, its results files at their paths in it: the toolkit's
                                       results.json (+ results.md, summary.*), mteb's JSON (mteb/results/...)
     figures/*.png                     with --report DIR: the report's plots the card shows
+    figures/training_curve.png        the loss (and dev mAP) by step, drawn from train_log.jsonl
+    runs/**/events.out.tfevents.*     TensorBoard's logs (`--report_to tensorboard`): the Hub's metrics tab
 
 Training checkpoints, pickles and hidden files stay home. Per-language adapters, when a model folder has
 them under `adapters/<lang>/`, go along at that path (a routed model loads them from there).
@@ -50,11 +52,13 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from hf_hybrid.errors import PushError
 from hf_hybrid.hub.cards import (
+    TRAINING_CURVE,
     card_assets,
     find_evaluations,
     render_adapter_card,
     render_dataset_card,
     render_model_card,
+    training_curve_of,
 )
 from hf_hybrid.hub.upload import PushResult, check_pr, check_write_access, folder_files, upload
 
@@ -62,6 +66,8 @@ from hf_hybrid.hub.upload import PushResult, check_pr, check_write_access, folde
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 _SKIP_AT_TOP = ("README.md", "batches-rank*.jsonl")
 ADAPTERS = "adapters"  # adapters/<lang>/: pushed with the model when the folder has them
+RUNS = "runs"  # TensorBoard's event files (hf_hybrid.training.trackers.RUNS_DIR), pushed for the Hub's metrics tab
+_EVENTS = "events.out.tfevents.*"
 _DAPT_FILES = ("dapt_results.json", "dapt_results.md", "dapt_config.yaml")  # pushed with a DAPT folder's adapters
 _EVAL_FILES = ("results.json", "results.md", "summary.json", "summary.md")
 SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces" / "hf-hybrid-demo"
@@ -104,6 +110,10 @@ def model_files(model_dir: Path) -> list[Path]:
     chosen = []
     for path in folder_files(model_dir):
         rel = path.relative_to(model_dir)
+        if rel.parts[0] == RUNS:
+            if len(rel.parts) > 1 and fnmatch.fnmatch(rel.name, _EVENTS):
+                chosen.append(rel)
+            continue
         if len(rel.parts) > 1 and rel.parts[0] not in module_dirs | {ADAPTERS}:
             continue  # checkpoints/ and anything else that is not part of the model
         skip = _PICKLES + (_SKIP_AT_TOP if len(rel.parts) == 1 else ("README.md",) if rel.parts[0] == ADAPTERS else ())
@@ -141,7 +151,13 @@ def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eva
     card = render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
                                    report_dir=report_dir)
     plan += [(Path(src), dst) for dst, src in card_assets(report_dir).items()]
-    return _write(out, plan, card)
+    if not training_curve_of(model_dir):
+        return _write(out, plan, card)
+    from hf_hybrid.evaluation.plots import training_curve  # imports matplotlib
+
+    with tempfile.TemporaryDirectory() as tmp:
+        training_curve(model_dir, Path(tmp) / "curve.png", f"{repo_id}: training")
+        return _write(out, [*plan, (Path(tmp) / "curve.png", TRAINING_CURVE)], card)
 
 
 def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str) -> list[str]:

@@ -34,6 +34,7 @@ from hf_hybrid.tables import markdown_table
 
 MODEL_TEMPLATE = "model_card.md.j2"
 FIGURES = "figures"  # where card_assets puts the report's plots, relative to README.md
+TRAINING_CURVE = f"{FIGURES}/training_curve.png"  # the push draws it from train_log.jsonl (`training_curve_of`)
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")  # MTEB XQuADRetrieval's
 _POOLING = {"cls_token": "CLS token", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens":
             "mean (sqrt length)", "weightedmean_tokens": "weighted mean", "lasttoken": "last token"}
@@ -41,7 +42,8 @@ _ST_CONFIG = "`config_sentence_transformers.json`"
 _SUMMARY_KEYS = [("steps done", "steps"), ("processes", "processes"), ("device", "device"),
                  ("wall time of the training loop (s)", "seconds"), ("pairs per second", "pairs_per_s"),
                  ("tokens per second", "tokens_per_s"), ("training rows", "rows"), ("question groups", "groups"),
-                 ("languages trained on", "languages")]
+                 ("languages trained on", "languages"), ("best dev evaluation: step (the weights saved)", "best_step"),
+                 ("best dev evaluation: metric", "best_metric"), ("best dev evaluation: score", "best_score")]
 
 
 def _show(value) -> str:
@@ -164,6 +166,13 @@ def card_assets(report_dir: str | Path | None = None) -> dict[str, Path]:
     return {f["file"]: f["source"] for f in _figures(report_dir)}
 
 
+def training_curve_of(model_dir: Path) -> bool:
+    """Whether the card of `model_dir` shows the training curve (TRAINING_CURVE): its train_log.jsonl logged a loss."""
+    log_path = model_dir / "train_log.jsonl"
+    return log_path.is_file() and any("loss" in json.loads(line)
+                                      for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip())
+
+
 def _citation_keys(base: BaseModel | None, cfg: dict, evaluations: list[Evaluation]) -> list[str]:
     keys = ["hybrid-batch"]
     toolkit = [ev for ev in evaluations if ev.kind == "toolkit"]
@@ -226,8 +235,9 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
     cfg = read_yaml(model_dir / "training_config.yaml") or {}
     summary = read_json(model_dir / "train_summary.json") or {}
     log_path = model_dir / "train_log.jsonl"
-    log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()] \
         if log_path.is_file() else []
+    log = [r for r in records if "loss" in r]  # the loss records (the others: dev evaluations)
     evaluations = find_evaluations(eval_dirs, model_dir if check_model else None)
     results = eval_results_of(evaluations)
     base = base_model_of(cfg["model"]) if cfg.get("model") else None
@@ -243,6 +253,7 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
         model_table=markdown_table(["model", "value", "from"], model_rows), prompts=prompts,
         training_table=markdown_table(["training", "value", "source"], _training_rows(cfg, summary, hardware)),
         log_first=log[0] if log else None, log_last=log[-1] if len(log) > 1 else None,
+        curve=TRAINING_CURVE if training_curve_of(model_dir) else None,
         toolkit=[toolkit_view(ev, cfg) for ev in toolkit],
         mteb=[mteb_view(ev) for ev in evaluations if ev.kind == "mteb"],
         figures=_figures(report_dir), n_results=len(results),
