@@ -83,16 +83,16 @@ def test_the_final_model_is_the_best_step(scripted_run):
 def test_training_curve_in_report_card_and_push(scripted_run, tmp_path):
     evaluated = tmp_path / "dev_eval"
     run_evaluation(EvalConfig(model=str(scripted_run), data="demo", languages=["en", "de"], output_dir=str(evaluated)))
-    page = build_report([evaluated], tmp_path / "report").read_text()
-    assert "## Training" in page and "training_1_dev_eval.png" in page
-    assert (tmp_path / "report" / "training_1_dev_eval.png").stat().st_size > 10_000
-    card = render_model_card(scripted_run, repo_id="me/tiny")
-    assert "![training loss and dev mAP by step, from train_log.jsonl](figures/training_curve.png)" in card
+    report = tmp_path / "report"
+    page = build_report([evaluated], report).read_text()
+    assert "## Training" in page and "(training_1_dev_eval.png)" in page
+    assert (report / "training_1_dev_eval.png").stat().st_size > 10_000
+    card = render_model_card(scripted_run, [evaluated], repo_id="me/tiny", report_dir=report)
+    assert "![dev_eval: training loss and dev mAP by step](figures/training_1_dev_eval.png)" in card
     assert "the weights saved are those of step 4, the best by multilingual_map (0.9000)" in card
     assert "Logged training loss (`train_log.jsonl`)" in card and "at step 6." in card
-    files = build_model_folder(scripted_run, tmp_path / "push", "me/tiny")
-    assert "figures/training_curve.png" in files and not any(f.startswith("checkpoints/") for f in files)
-    assert (tmp_path / "push" / "figures" / "training_curve.png").read_bytes()[:4] == b"\x89PNG"
+    files = build_model_folder(scripted_run, tmp_path / "push", "me/tiny", [evaluated], report_dir=report)
+    assert "figures/training_1_dev_eval.png" in files and not any(f.startswith("checkpoints/") for f in files)
 
 
 @pytest.mark.parametrize("argv, fragment", [

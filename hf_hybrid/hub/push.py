@@ -15,8 +15,8 @@ The folder that is pushed is built first, in full, then uploaded as it is with `
     training_config.yaml, train_summary.json, train_log.jsonl
     results/<eval>/                   per --eval folder, its results files at their paths in it: the toolkit's
                                       results.json (+ results.md, summary.*), mteb's JSON (mteb/results/...)
-    figures/*.png                     with --report DIR: the report's plots the card shows
-    figures/training_curve.png        the loss (and dev mAP) by step, drawn from train_log.jsonl
+    figures/*.png                     with --report DIR: the report's plots the card shows (with the training
+                                      curve of train_log.jsonl when the report evaluated this model)
     runs/**/events.out.tfevents.*     TensorBoard's logs (`--report_to tensorboard`): the Hub's metrics tab
 
 Training checkpoints, pickles and hidden files stay home. Per-language adapters, when a model folder has
@@ -52,13 +52,11 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from hf_hybrid.errors import PushError
 from hf_hybrid.hub.cards import (
-    TRAINING_CURVE,
     card_assets,
     find_evaluations,
     render_adapter_card,
     render_dataset_card,
     render_model_card,
-    training_curve_of,
 )
 from hf_hybrid.hub.upload import PushResult, check_pr, check_write_access, folder_files, upload
 
@@ -151,13 +149,7 @@ def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eva
     card = render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
                                    report_dir=report_dir)
     plan += [(Path(src), dst) for dst, src in card_assets(report_dir).items()]
-    if not training_curve_of(model_dir):
-        return _write(out, plan, card)
-    from hf_hybrid.evaluation.plots import training_curve  # imports matplotlib
-
-    with tempfile.TemporaryDirectory() as tmp:
-        training_curve(model_dir, Path(tmp) / "curve.png", f"{repo_id}: training")
-        return _write(out, [*plan, (Path(tmp) / "curve.png", TRAINING_CURVE)], card)
+    return _write(out, plan, card)
 
 
 def build_dataset_folder(dataset_dir: str | Path, out: str | Path, repo_id: str) -> list[str]:

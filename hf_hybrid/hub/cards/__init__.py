@@ -40,10 +40,9 @@ from hf_hybrid.hub.cards.evaluations import (
     mteb_eval_results,
     toolkit_eval_results,
 )
-from hf_hybrid.hub.cards.model import TRAINING_CURVE, card_assets, render_model_card, training_curve_of
+from hf_hybrid.hub.cards.model import card_assets, render_model_card
 
 __all__ = [
-    "TRAINING_CURVE",
     "BaseModel",
     "Evaluation",
     "base_model_of",
@@ -55,5 +54,4 @@ __all__ = [
     "render_dataset_card",
     "render_model_card",
     "toolkit_eval_results",
-    "training_curve_of",
 ]

@@ -34,7 +34,6 @@ from hf_hybrid.tables import markdown_table
 
 MODEL_TEMPLATE = "model_card.md.j2"
 FIGURES = "figures"  # where card_assets puts the report's plots, relative to README.md
-TRAINING_CURVE = f"{FIGURES}/training_curve.png"  # the push draws it from train_log.jsonl (`training_curve_of`)
 XQUAD_LANGUAGES = ("ar", "de", "el", "en", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")  # MTEB XQuADRetrieval's
 _POOLING = {"cls_token": "CLS token", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens":
             "mean (sqrt length)", "weightedmean_tokens": "weighted mean", "lasttoken": "last token"}
@@ -166,13 +165,6 @@ def card_assets(report_dir: str | Path | None = None) -> dict[str, Path]:
     return {f["file"]: f["source"] for f in _figures(report_dir)}
 
 
-def training_curve_of(model_dir: Path) -> bool:
-    """Whether the card of `model_dir` shows the training curve (TRAINING_CURVE): its train_log.jsonl logged a loss."""
-    log_path = model_dir / "train_log.jsonl"
-    return log_path.is_file() and any("loss" in json.loads(line)
-                                      for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip())
-
-
 def _citation_keys(base: BaseModel | None, cfg: dict, evaluations: list[Evaluation]) -> list[str]:
     keys = ["hybrid-batch"]
     toolkit = [ev for ev in evaluations if ev.kind == "toolkit"]
@@ -253,7 +245,6 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
         model_table=markdown_table(["model", "value", "from"], model_rows), prompts=prompts,
         training_table=markdown_table(["training", "value", "source"], _training_rows(cfg, summary, hardware)),
         log_first=log[0] if log else None, log_last=log[-1] if len(log) > 1 else None,
-        curve=TRAINING_CURVE if training_curve_of(model_dir) else None,
         toolkit=[toolkit_view(ev, cfg) for ev in toolkit],
         mteb=[mteb_view(ev) for ev in evaluations if ev.kind == "mteb"],
         figures=_figures(report_dir), n_results=len(results),
