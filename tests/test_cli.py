@@ -41,6 +41,7 @@ def test_data_info_works():
     (["eval", "--data", "demo", "--split", "test", "--n_folds", "2", "--fold", "2"], ["fold 2 does not exist"]),
     (["eval", "--data", "demo", "--split", "dev"], ["split 'dev' needs dev_fraction > 0"]),
     (["train", "--config", "missing.yaml"], ["config file not found: missing.yaml"]),
+    (["train", "--eval_steps", "5"], ["eval_steps 5 needs a dev split: give --dev_fraction too"]),
 ])
 def test_bad_input(args, fragments):
     assert_one_line_error(run_cli(*args), *fragments)

@@ -6,6 +6,7 @@ matplotlib `Figure`s, without pyplot's global state.
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -115,3 +116,42 @@ def plot_bias(names: list[str], langs: list[str], ranks: dict, shares: dict, bli
         ax.set_title("Same-language share of the top-k (dashed: language-blind share)", fontsize=10)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     _save(fig, path)
+
+
+
+def plot_training_curve(records: list[dict], path: Path, title: str = "Training",
+                        best_step: int | None = None) -> None:
+    """The loss by step of train_log.jsonl's records and, when the run evaluated on its dev split, each setting's
+    dev mAP by step (its `eval_*_map` records), with the best evaluation's step marked."""
+    train = [r for r in records if "loss" in r]
+    names = sorted({k for r in records for k in r if k.startswith("eval_") and k.endswith("_map")})
+    fig = _figure(6.5, 2.8 * (1 + bool(names)))
+    axes = list(fig.subplots(1 + bool(names), 1, squeeze=False, sharex=True)[:, 0])
+    axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], marker=".", color="C0")
+    axes[0].set_ylabel("training loss")
+    axes[0].set_title(title, fontsize=10)
+    if names:
+        ax = axes[1]
+        for i, name in enumerate(names):
+            steps, values = zip(*[(r["step"], r[name]) for r in records if name in r], strict=True)
+            ax.plot(steps, values, marker="o", color=f"C{i + 1}", label=name[5:-4].replace("_", "-") + " mAP")
+        if best_step is not None:
+            ax.axvline(best_step, color="black", linestyle="--", linewidth=1, label=f"best (step {best_step})")
+        ax.set_ylabel("dev mAP")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes[-1].set_xlabel("step")
+    _save(fig, path)
+
+
+def training_curve(run_dir: Path, path: Path, title: str = "Training") -> bool:
+    """Draw the curve of a training folder's train_log.jsonl (the best step from its train_summary.json) into
+    `path`; False, and nothing drawn, when the folder has no logged loss."""
+    log, summary = run_dir / "train_log.jsonl", run_dir / "train_summary.json"
+    if not log.is_file():
+        return False
+    records = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not any("loss" in r for r in records):
+        return False
+    best = json.loads(summary.read_text(encoding="utf-8")).get("best_step") if summary.is_file() else None
+    plot_training_curve(records, path, title, best)
+    return True

@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 
 from hf_hybrid.errors import ConfigError
-from hf_hybrid.evaluation.plots import plot_bias, plot_heatmap, plot_settings
+from hf_hybrid.evaluation.plots import plot_bias, plot_heatmap, plot_settings, training_curve
 from hf_hybrid.evaluation.results import BIAS_MEANS, BIAS_PER_LANGUAGE, Run, load_runs
 from hf_hybrid.evaluation.retrieval import SETTINGS
 from hf_hybrid.tables import markdown_table
@@ -113,7 +113,8 @@ def build_report(paths: list[Path], out: Path, metric: str = "map", names: list[
     out.mkdir(parents=True, exist_ok=True)
     langs = sorted({lang for run in runs for lang in run.results["languages"]})
     lines = (_runs_section(runs) + _averages_section(runs, metric, out) + _per_language_section(runs, langs, metric)
-             + _cross_lingual_section(runs, metric, out) + _bias_section(runs, langs, out))
+             + _cross_lingual_section(runs, metric, out) + _bias_section(runs, langs, out)
+             + _training_section(runs, out))
     page = out / "report.md"
     page.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
     return page
@@ -215,3 +216,15 @@ def _bias_section(runs: list[Run], langs: list[str], out: Path) -> list[str]:
         plot_bias([run.name for run in runs], langs, ranks, shares, blind, out / "bias_profile.png")
         lines += [_image("language-bias profile per language", "bias_profile.png"), ""]
     return lines
+
+
+def _training_section(runs: list[Run], out: Path) -> list[str]:
+    """The loss (and dev metric) curve of each run whose folder, or evaluated model's folder, has a train_log.jsonl."""
+    lines = []
+    for i, run in enumerate(runs, 1):
+        folder = run.training_folder()
+        file = f"training_{i}_{_slug(run.name)}.png"
+        if folder is not None and training_curve(folder, out / file, f"{run.name}: training"):
+            lines += [f"### {run.name}", "", f"From `{folder / 'train_log.jsonl'}`.", "",
+                      _image(f"{run.name}: training loss and dev mAP by step", file), ""]
+    return ["## Training", ""] + lines if lines else []

@@ -38,6 +38,16 @@ class Run:
     results: dict
     about: str  # where it comes from and what it is
     study_arm: bool = False
+    folder: Path | None = None  # the folder of its results.json
+
+    def training_folder(self) -> Path | None:
+        """The folder of the training behind the run (its train_log.jsonl): the run's own folder, else the
+        evaluated model's folder."""
+        model = (self.results.get("config") or {}).get("model")
+        for folder in (self.folder, Path(model) if isinstance(model, str) else None):
+            if folder is not None and (folder / "train_log.jsonl").is_file():
+                return folder
+        return None
 
 
 def load_runs(paths: list[Path], names: list[str] | None = None) -> list[Run]:
@@ -50,11 +60,12 @@ def load_runs(paths: list[Path], names: list[str] | None = None) -> list[Run]:
             if path.name == "study.json":
                 runs += _study_runs(path.parent)
             else:
-                runs.append(Run(path.resolve().parent.name, _read_results(path), f"`{path}`"))
+                runs.append(Run(path.resolve().parent.name, _read_results(path), f"`{path}`", folder=path.parent))
         elif (path / "study.json").is_file():
             runs += _study_runs(path)
         elif (path / "results.json").is_file():
-            runs.append(Run(path.resolve().name, _read_results(path / "results.json"), f"`{path / 'results.json'}`"))
+            runs.append(Run(path.resolve().name, _read_results(path / "results.json"), f"`{path / 'results.json'}`",
+                            folder=path))
         else:
             raise FileNotFoundError(f"no results in {path} (expected results.json or study.json)")
     if names is not None:

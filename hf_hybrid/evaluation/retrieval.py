@@ -276,6 +276,21 @@ def _mean(values) -> float:
     return sum(values) / len(values)
 
 
+# the settings' mean mAP by name, as evaluation during training reports them (the best-model metrics)
+MAP_METRICS = {"multilingual_map": "multilingual", "cross_lingual_map": "cross-lingual",
+               "monolingual_map": "monolingual"}
+
+
+def headline_metrics(results: dict) -> dict[str, float]:
+    """The numbers of `evaluate_parallel`'s results that evaluation during training logs: each setting's mean mAP,
+    and the multilingual pool's bias means (same-language share, preference, rank distance and correlation)."""
+    metrics = {name: results[setting]["average"]["map"] for name, setting in MAP_METRICS.items()
+               if setting in results}
+    bias = results.get("multilingual", {}).get("bias", {})
+    metrics.update({key: bias[f"{key}_mean"] for key in BIAS_MEANS if f"{key}_mean" in bias})
+    return metrics
+
+
 def markdown_table(results: dict, metric: str = "map") -> str:
     """The results of `evaluate_parallel` as one table: a row per setting and per bias measure, a column per
     (query) language, plus the average."""

@@ -17,7 +17,9 @@ The folder that is pushed is built first, in full, then uploaded as it is with `
                                       results.json (+ results.md, summary.*), mteb's JSON (mteb/results/...)
     figures/<eval>/*.png              per --eval folder with results.json: its cross-lingual heatmap and bias
                                       profile, which the card shows
-    figures/*.png                     with --report DIR: the report's plots the card shows
+    figures/*.png                     with --report DIR: the report's plots the card shows (with the training
+                                      curve of train_log.jsonl when the report evaluated this model)
+    runs/**/events.out.tfevents.*     TensorBoard's logs (`--report_to tensorboard`): the Hub's metrics tab
 
 Training checkpoints, pickles and hidden files stay home. Per-language adapters, when a model folder has
 them under `adapters/<lang>/`, go along at that path (a routed model loads them from there).
@@ -64,6 +66,8 @@ from hf_hybrid.hub.upload import PushResult, check_pr, check_write_access, folde
 _PICKLES = ("*.bin", "*.pt", "*.pth", "*.pkl", "*.ckpt")
 _SKIP_AT_TOP = ("README.md", "batches-rank*.jsonl")
 ADAPTERS = "adapters"  # adapters/<lang>/: pushed with the model when the folder has them
+RUNS = "runs"  # TensorBoard's event files (hf_hybrid.training.trackers.RUNS_DIR), pushed for the Hub's metrics tab
+_EVENTS = "events.out.tfevents.*"
 _DAPT_FILES = ("dapt_results.json", "dapt_results.md", "dapt_config.yaml")  # pushed with a DAPT folder's adapters
 _EVAL_FILES = ("results.json", "results.md", "summary.json", "summary.md")
 SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces" / "hf-hybrid-demo"
@@ -106,6 +110,10 @@ def model_files(model_dir: Path) -> list[Path]:
     chosen = []
     for path in folder_files(model_dir):
         rel = path.relative_to(model_dir)
+        if rel.parts[0] == RUNS:
+            if len(rel.parts) > 1 and fnmatch.fnmatch(rel.name, _EVENTS):
+                chosen.append(rel)
+            continue
         if len(rel.parts) > 1 and rel.parts[0] not in module_dirs | {ADAPTERS}:
             continue  # checkpoints/ and anything else that is not part of the model
         skip = _PICKLES + (_SKIP_AT_TOP if len(rel.parts) == 1 else ("README.md",) if rel.parts[0] == ADAPTERS else ())

@@ -9,25 +9,35 @@
 The trainer's DataLoader indexes one table, so every (query row, passage row) pair the toolkit's samplers
 can draw is a row of it: anchor (the query), positive (the passage), and the group and languages the
 sampler reads. The drawing itself is `hf_hybrid.sampling`'s, unchanged.
+
+`ParallelRetrievalEvaluator` scores the model during training as `hf-hybrid eval` does (main score: multilingual
+mAP): `SentenceTransformerTrainer(..., evaluator=ParallelRetrievalEvaluator.from_data("demo", split="dev",
+dev_fraction=0.2))`.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import torch
 from datasets import Dataset
 from sentence_transformers import DefaultBatchSampler
 from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
+from sentence_transformers.sentence_transformer.evaluation import SentenceEvaluator
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
 
+from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.data.parallel_qa import FIELDS
 from hf_hybrid.errors import ConfigError, DataError
+from hf_hybrid.evaluation.retrieval import SETTINGS, ParallelBenchmark, evaluate_parallel, headline_metrics
+from hf_hybrid.models.offline import E5_PREFIXES
 from hf_hybrid.sampling import SAMPLERS, make_sampler
 
 TEXT_COLUMNS = ("anchor", "positive")
@@ -154,3 +164,68 @@ def recommended_loss(model, temperature: float = TEMPERATURE, mini_batch_size: i
         return MultipleNegativesRankingLoss(model, scale=1 / temperature, gather_across_devices=True)
     return CachedMultipleNegativesRankingLoss(model, scale=1 / temperature, mini_batch_size=mini_batch_size,
                                               gather_across_devices=True)
+
+
+def check_prompts(model) -> None:
+    """An e5 model was trained with "query: " and "passage: " before its texts; without them its scores mislead."""
+    name = str(model.model_card_data.base_model or getattr(model.tokenizer, "name_or_path", "") or "the model")
+    prompts = model.prompts or {}
+    if "e5" in name.lower() and not (prompts.get("query") or prompts.get("document")):
+        raise ConfigError(f"{name} is an e5 model but has no prompts (e5 expects {E5_PREFIXES['query']!r} and "
+                          f"{E5_PREFIXES['passage']!r} before its texts): load it with SentenceTransformer(..., "
+                          f"prompts={{'query': {E5_PREFIXES['query']!r}, 'document': {E5_PREFIXES['passage']!r}}})")
+
+
+class PromptedEncoder:
+    """A SentenceTransformer as `evaluate_parallel` calls an encoder: queries through its query prompt, passages
+    through its document prompt, L2-normalised when its similarity is cosine (the scorer ranks by dot product)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.normalize = model.similarity_fn_name in (None, "cosine")
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def encode(self, texts: list[str], kind: str, batch_size: int, progress: bool, lang: str | None = None):
+        encode = self.model.encode_query if kind == "query" else self.model.encode_document
+        return encode(texts, batch_size=batch_size, show_progress_bar=progress, convert_to_tensor=True,
+                      normalize_embeddings=self.normalize).float()
+
+
+class ParallelRetrievalEvaluator(SentenceEvaluator):
+    """The toolkit's parallel retrieval scorer (`hf-hybrid eval`) as a sentence-transformers evaluator: the three
+    settings' mAP (`multilingual_map`, the main score; `cross_lingual_map`, `monolingual_map`) and the multilingual
+    pool's bias profile (`same_language_share`, ...). With an `output_path`, the full results (per language and
+    pair) go to `<name>_parallel_retrieval_results.json` there."""
+
+    def __init__(self, benchmark: ParallelBenchmark, name: str = "", batch_size: int = 128, settings=SETTINGS,
+                 show_progress_bar: bool = False):
+        super().__init__()
+        self.benchmark, self.name, self.batch_size = benchmark, name, batch_size
+        self.settings, self.show_progress_bar = list(settings), show_progress_bar
+        self.primary_metric = "multilingual_map"
+        self.results: dict | None = None  # the last call's full results
+
+    @classmethod
+    def from_data(cls, data: str, languages: list[str] | None = None, split: str = "all", n_folds: int = 0,
+                  fold: int = 0, dev_fraction: float = 0.0, **kwargs) -> ParallelRetrievalEvaluator:
+        """The benchmark `hf-hybrid eval --data ... --split ...` scores (same rows, same candidate pool)."""
+        return cls(load_benchmark(data, languages, split, n_folds, fold, dev_fraction), **kwargs)
+
+    def __call__(self, model, output_path: str | None = None, epoch: int = -1, steps: int = -1) -> dict[str, float]:
+        check_prompts(model)
+        self.results = evaluate_parallel(PromptedEncoder(model), self.benchmark, self.settings, self.batch_size,
+                                         progress=self.show_progress_bar)
+        if output_path is not None:
+            out = Path(output_path)
+            out.mkdir(parents=True, exist_ok=True)
+            record = {"epoch": epoch, "steps": steps, **self.results}
+            (out / f"{self.name or 'eval'}_parallel_retrieval_results.json").write_text(json.dumps(record, indent=2))
+        metrics = self.prefix_name_to_metrics(headline_metrics(self.results), self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+    def get_config_dict(self) -> dict:
+        return {"languages": self.benchmark.languages, "settings": self.settings}

@@ -45,6 +45,7 @@ from hf_hybrid.training.auxiliary import (
     with_replay,
 )
 from hf_hybrid.training.checkpoint import resume, save_checkpoint
+from hf_hybrid.training.dev_eval import DevEvalArgs, DevEvaluation
 from hf_hybrid.training.grad_cache import cached_forward_backward
 from hf_hybrid.training.loop import (
     Loop,
@@ -56,15 +57,16 @@ from hf_hybrid.training.loop import (
     truncate_jsonl,
 )
 from hf_hybrid.training.loss import InBatchNegativesLoss
+from hf_hybrid.training.trackers import ReportArgs, accelerator_kwargs, start_trackers, tracked
 
 LOG_FILE = "train_log.jsonl"
 
 
 @dataclass
 class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointArgs, HubArgs, AdapterOptions,
-                           AuxiliaryArgs):
-    """Hybrid-batch fine-tuning: the shared model, data, LoRA, loop, checkpoint, Hub and auxiliary-loss (anchor,
-    joint MLM) arguments, and these."""
+                           AuxiliaryArgs, DevEvalArgs, ReportArgs):
+    """Hybrid-batch fine-tuning: the shared model, data, LoRA, loop, checkpoint, Hub, auxiliary-loss (anchor,
+    joint MLM), dev-evaluation and tracker arguments, and these."""
 
     sampler: str = field(default="hybrid", metadata={"help": "hybrid, x-x, x-y, en-en or random"})
     alpha: float = field(default=0.5, metadata={"help": "probability of a monolingual batch (hybrid sampler)"})
@@ -273,25 +275,29 @@ def _start_files(accelerator, cfg: HybridTrainingConfig, output_dir: Path, step:
     accelerator.wait_for_everyone()
 
 
-def _after_step(cfg: HybridTrainingConfig, batch_log, save):
+def _after_step(cfg: HybridTrainingConfig, batch_log, save, dev: DevEvaluation | None = None):
     def after_step(step: int, batch: dict) -> None:
         if batch_log is not None:
             batch_log.write(json.dumps({"step": step, **batch["meta"]}) + "\n")
+        if dev is not None:  # before the checkpoint, so that a run resumed from it knows this step's best
+            dev.after_step(step)
         if cfg.save_steps and (step % cfg.save_steps == 0 or step == cfg.max_steps):
             save(step)
 
     return after_step
 
 
-def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step: int, window, data) -> None:
-    """The model in the sentence-transformers layout, train_summary.json, and the push if asked."""
+def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step: int, window, data,
+          best: dict) -> None:
+    """The model in the sentence-transformers layout, train_summary.json (with `best`: the best dev evaluation's
+    step and score, whose weights the model has), and the push if asked."""
     elapsed = window.seconds
     accelerator.unwrap_model(model).save_pretrained(output_dir)
     summary = {"steps": step, "seconds": elapsed, "pairs_per_s": window.examples / elapsed if elapsed else None,
                "tokens_per_s": window.tokens / elapsed if elapsed else None,
                "rows": len(data), "groups": len(set(data["group_id"])), "languages": languages_of(data),
                "processes": accelerator.num_processes, "device": str(accelerator.device),
-               "peak_memory_gb": peak_memory_gb(accelerator.device)}
+               "peak_memory_gb": peak_memory_gb(accelerator.device), **best}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
     if cfg.push_to_hub:
@@ -325,7 +331,7 @@ class Run:
 
 
 def build_run(cfg: HybridTrainingConfig) -> Run:
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, **accelerator_kwargs(cfg))
     set_seed(cfg.seed)
     data = load_training_data(cfg)
     sampler = get_batch_sampler(cfg, data, accelerator)
@@ -353,6 +359,9 @@ def train(cfg: HybridTrainingConfig) -> Path:
     accelerator, data, model, optimizer, scheduler = run.accelerator, run.data, run.model, run.optimizer, run.scheduler
     step, set_rng = resume(accelerator, model, optimizer, scheduler, output_dir) if cfg.resume else (0, None)
     _start_files(accelerator, cfg, output_dir, step)
+    start_trackers(accelerator, cfg)
+    log = tracked(accelerator, lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record))
+    dev = DevEvaluation(cfg, accelerator, model, output_dir, log, step) if cfg.eval_steps else None
     accelerator.print(
         f"training {cfg.model} on {len(data)} rows ({len(set(data['group_id']))} groups, languages "
         f"{', '.join(languages_of(data))}), sampler {cfg.sampler} alpha {cfg.alpha}, "
@@ -363,13 +372,13 @@ def train(cfg: HybridTrainingConfig) -> Path:
 
     batch_log_path = output_dir / f"batches-rank{accelerator.process_index}.jsonl"
     with open(batch_log_path, "a") if cfg.log_batches else contextlib.nullcontext() as batch_log:
-        loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm,
-                    log=lambda record: append_jsonl(accelerator, output_dir / LOG_FILE, record),
-                    examples_name="pairs", after_step=_after_step(cfg, batch_log, save))
+        loop = Loop(accelerator, model, optimizer, scheduler, cfg.logging_steps, cfg.max_grad_norm, log=log,
+                    examples_name="pairs", after_step=_after_step(cfg, batch_log, save, dev))
         window = loop.run(run.batches(step, set_rng), run.forward_backward, cfg.max_steps, start=step)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data)
+        best = dev.restore_best() if dev is not None else {}
+        _save(accelerator, model, cfg, output_dir, max(step, cfg.max_steps), window, data, best)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return output_dir

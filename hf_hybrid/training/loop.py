@@ -38,11 +38,12 @@ class StepOutput:
     parts: dict = field(default_factory=dict)  # losses beside the main one (anchor, MLM), logged by name
 
 
-def make_accelerator(args: LoopArgs):
+def make_accelerator(args: LoopArgs, **kwargs):
+    """accelerate's Accelerator for the loop; `kwargs` go to it too (trackers: `trackers.accelerator_kwargs`)."""
     # the encoder's buffers (position and token type ids) are constants; broadcasting them before every forward
     # pass would pair one process's chunk with another's collective when the processes run different chunk counts
     return Accelerator(mixed_precision=args.mixed_precision,
-                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)])
+                       kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)], **kwargs)
 
 
 def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learning_rate: float):

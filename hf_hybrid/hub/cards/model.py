@@ -41,7 +41,8 @@ _ST_CONFIG = "`config_sentence_transformers.json`"
 _SUMMARY_KEYS = [("steps done", "steps"), ("processes", "processes"), ("device", "device"),
                  ("wall time of the training loop (s)", "seconds"), ("pairs per second", "pairs_per_s"),
                  ("tokens per second", "tokens_per_s"), ("training rows", "rows"), ("question groups", "groups"),
-                 ("languages trained on", "languages")]
+                 ("languages trained on", "languages"), ("best dev evaluation: step (the weights saved)", "best_step"),
+                 ("best dev evaluation: metric", "best_metric"), ("best dev evaluation: score", "best_score")]
 
 
 def _show(value) -> str:
@@ -248,8 +249,9 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
     cfg = read_yaml(model_dir / "training_config.yaml") or {}
     summary = read_json(model_dir / "train_summary.json") or {}
     log_path = model_dir / "train_log.jsonl"
-    log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+    records = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines() if line.strip()] \
         if log_path.is_file() else []
+    log = [r for r in records if "loss" in r]  # the loss records (the others: dev evaluations)
     evaluations = find_evaluations(eval_dirs, model_dir if check_model else None)
     results = eval_results_of(evaluations)
     base = base_model_of(cfg["model"]) if cfg.get("model") else None
