@@ -30,10 +30,16 @@ from pathlib import Path
 from hf_hybrid.config import at_least, parse_config
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
-from hf_hybrid.models.adapters import available_adapters
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS
-from hf_hybrid.study_report import intervals, study_markdown, summarize, summarize_flores, target_check
+from hf_hybrid.study_report import (
+    intervals,
+    study_figures,
+    study_markdown,
+    summarize,
+    summarize_flores,
+    target_check,
+)
 from hf_hybrid.tables import mean_over_folds
 from hf_hybrid.training.dapt import DaptConfig, train_dapt
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
@@ -292,6 +298,7 @@ class StudyRun:
             if source and results.is_file():
                 study[kind] = json.loads(results.read_text())
         self.root.mkdir(parents=True, exist_ok=True)
+        study["figures"] = study_figures(study, self.root)
         (self.root / "study.json").write_text(json.dumps(study, indent=2) + "\n")
         (self.root / "study.md").write_text(study_markdown(study) + "\n")
         return study
@@ -308,9 +315,8 @@ def _run_dapt(cfg: StudyConfig) -> None:
             continue
         dapt = parse_config(DaptConfig, ["--config", config])
         setattr(cfg, attr, getattr(cfg, attr) or dapt.output_dir)
-        if Path(getattr(cfg, attr)).is_dir() and available_adapters(getattr(cfg, attr)):
-            continue
-        dapt.output_dir, dapt.model = getattr(cfg, attr), cfg.model
+        # languages whose adapter exists are kept, so an interrupted DAPT run goes on where it stopped
+        dapt.output_dir, dapt.model, dapt.resume = getattr(cfg, attr), cfg.model, True
         train_dapt(dapt)
 
 

@@ -165,6 +165,27 @@ def study_table(table: dict, n_languages: int) -> str:
          for arm, m in table.items()])
 
 
+def study_figures(study: dict, root: Path) -> list[str]:
+    """The per-language FLORES differences from base with their intervals, and the trade-off between the XQuAD-R
+    multilingual gain and the worst low-resource FLORES change, as PNGs in `root`; returns their file names."""
+    from hf_hybrid.evaluation.plots import plot_differences_with_intervals, plot_tradeoff  # imports matplotlib
+
+    written = []
+    flores = {arm: e["base"]["flores"] for arm, e in study.get("intervals", {}).items()
+              if "flores" in e.get("base", {})}
+    if flores:
+        plot_differences_with_intervals(flores, ["x-en", "en-x"], ["FLORES X->en", "FLORES en->X"],
+                                        root / "flores_vs_base.png", "mAP difference from base (95% interval)")
+        written.append("flores_vs_base.png")
+    points = {arm: (c["worst_low"][1], c["multilingual"]) for arm, c in study.get("target", {}).items()
+              if c.get("worst_low") and "multilingual" in c}
+    if points:
+        plot_tradeoff(points, root / "tradeoff.png", "worst low-resource FLORES change (X->en or en->X mAP)",
+                      "XQuAD-R multilingual mAP gain over base")
+        written.append("tradeoff.png")
+    return written
+
+
 def study_markdown(study: dict) -> str:
     parts = [f"Evaluated on the {study.get('eval_split', 'test')} split.",
              study_table(study["mean_over_folds"], study["n_languages"])]
@@ -174,6 +195,7 @@ def study_markdown(study: dict) -> str:
         parts.append(target_table(study["target"]))
     if study.get("intervals"):
         parts.append(intervals_tables(study["intervals"]))
+    parts += [f"![{name.removesuffix('.png')}]({name})" for name in study.get("figures", [])]
     for key, title in (("dapt", "DAPT adapters"), ("anchored_dapt", "Anchored DAPT adapters")):
         if key in study:
             parts.append(f"{title} (held-out MLM loss on the adapter's language):\n\n" + dapt_table(study[key]))

@@ -380,3 +380,24 @@ def test_a_negative_anchor_weight_is_one_line(tiny_model_dir, news_folder, tmp_p
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [f"error: {result.stderr.strip()[7:]}"]
     assert "anchor_weight" in result.stderr and "-1" in result.stderr
+
+
+def test_a_resumed_dapt_run_keeps_the_adapters_it_finished(tiny_model_dir, news_folder, tmp_path, monkeypatch):
+    import hf_hybrid.training.dapt as dapt
+
+    out = tmp_path / "dapt"
+    train_dapt(_dapt_config(tiny_model_dir, news_folder, out, languages=["swa"]))
+    saved = (out / "adapters" / "sw" / "adapter_model.safetensors").read_bytes()
+    trained = []
+    adapt = dapt.adapt_language
+
+    def counting(accelerator, cfg, run, *args):
+        trained.append(run.lang)
+        return adapt(accelerator, cfg, run, *args)
+
+    monkeypatch.setattr(dapt, "adapt_language", counting)
+    train_dapt(_dapt_config(tiny_model_dir, news_folder, out, resume=True))
+    assert trained == ["de"]  # Swahili's adapter was complete: only German trained
+    assert (out / "adapters" / "sw" / "adapter_model.safetensors").read_bytes() == saved
+    results = json.loads((out / "dapt_results.json").read_text())
+    assert set(results) == {"sw", "de"} and results["sw"]["language"] == "sw"

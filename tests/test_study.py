@@ -108,6 +108,7 @@ def test_a_robust_study_chooses_on_dev_resumes_and_reuses_its_models(tiny_model_
     assert "meets_target" in dev["target"]["hybrid"]
     md = (tmp_path / "dev" / "study.md").read_text()
     assert "Evaluated on the dev split" in md and "paired bootstrap 95% intervals" in md and "The target" in md
+    assert "![tradeoff](tradeoff.png)" in md and (tmp_path / "dev" / "flores_vs_base.png").stat().st_size > 1000
 
     def must_not_run(*args, **kwargs):
         raise AssertionError("ran again")

@@ -155,3 +155,45 @@ def training_curve(run_dir: Path, path: Path, title: str = "Training") -> bool:
     best = json.loads(summary.read_text(encoding="utf-8")).get("best_step") if summary.is_file() else None
     plot_training_curve(records, path, title, best)
     return True
+
+
+def plot_differences_with_intervals(intervals: dict[str, dict[str, dict]], keys: list[str], titles: list[str],
+                                    path: Path, ylabel: str) -> Path:
+    """One panel per key: intervals[run][key][language] = {diff, low, high}, languages on the x axis, each run
+    a colour, a dot at the difference and a bar over its interval; a line at 0 (no change)."""
+    runs = list(intervals)
+    colors = run_colors(runs)
+    langs = [lang for lang in next(iter(intervals.values()))[keys[0]] if lang != "low-resource mean"]
+    fig = _figure(max(6.0, 0.5 * len(langs) * max(1, len(runs)) ** 0.5), 3.2 * len(keys))
+    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+    width = 0.8 / max(1, len(runs))
+    for ax, key, title in zip(axes, keys, titles, strict=True):
+        for i, run in enumerate(runs):
+            xs = np.arange(len(langs)) - 0.4 + width * (i + 0.5)
+            cells = [intervals[run][key][lang] for lang in langs]
+            diffs = np.array([c["diff"] for c in cells])
+            errors = np.array([[c["diff"] - c["low"] for c in cells], [c["high"] - c["diff"] for c in cells]])
+            ax.errorbar(xs, diffs, yerr=errors, fmt="o", ms=3, color=colors[run], label=run, capsize=2)
+        ax.axhline(0, color="0.4", lw=0.8)
+        ax.set_xticks(range(len(langs)), langs)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+    axes[0].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _save(fig, path)
+    return path
+
+
+def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, xlabel: str, ylabel: str) -> Path:
+    """A labelled point per run at (x, y), with lines at 0 on both axes."""
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot()
+    colors = run_colors(list(points))
+    for run, (x, y) in points.items():
+        ax.scatter([x], [y], color=colors[run], s=18)
+        ax.annotate(run, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.axvline(0, color="0.6", lw=0.8)
+    ax.set_xlabel(xlabel, fontsize=9)
+    ax.set_ylabel(ylabel, fontsize=9)
+    _save(fig, path)
+    return path

@@ -72,6 +72,8 @@ class DaptConfig(ModelArgs, LoraArgs, LoopArgs, AnchorArgs):
         "help": "steps fitting a newly initialised MLM head (encoder frozen) before the 'before' loss"})
     head_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of those head steps"})
     eval_batch_size: int = field(default=32, metadata={"help": "sequences per held-out loss batch"})
+    resume: bool = field(default=False, metadata={
+        "help": "keep the adapters output_dir holds already (a language whose dapt.json exists is not trained again)"})
     batch_size: int = redefault(LoopArgs, "batch_size", 16)
     max_steps: int = redefault(LoopArgs, "max_steps", 200, help="adapter training steps per language")
     learning_rate: float = redefault(LoopArgs, "learning_rate", 5e-4)
@@ -283,13 +285,19 @@ def train_dapt(cfg: DaptConfig) -> Path:
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "dapt_config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-        (output_dir / LOG_FILE).unlink(missing_ok=True)
+        if not cfg.resume:
+            (output_dir / LOG_FILE).unlink(missing_ok=True)
 
     def log(record: dict) -> None:
         append_jsonl(accelerator, output_dir / LOG_FILE, record)
 
     summary = {}
     for lang, corpus in corpora.items():
+        record_file = output_dir / "adapters" / lang / "dapt.json"
+        if cfg.resume and record_file.is_file():  # written last: the adapter is complete
+            accelerator.print(f"{lang}: adapter saved already ({record_file}), not trained again")
+            summary[lang] = json.loads(record_file.read_text())
+            continue
         run = _language_run(accelerator, cfg, lang, corpus)
         measured, peft_encoder = adapt_language(accelerator, cfg, run, corpus, log)
         record = language_record(cfg, run, corpus, measured, accelerator.num_processes)
