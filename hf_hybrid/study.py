@@ -27,6 +27,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from hf_hybrid.config import at_least, parse_config
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
@@ -201,22 +203,29 @@ class StudyRun:
             return Path(self.cfg.models_dir) / f"fold{fold}" / arm.model_key
         return self.root / f"fold{fold}" / arm.model_key / "model"
 
-    def trained(self, fold: int, arm: Arm) -> Path:
-        """The arm's fine-tuned model: reused when a finished one exists, else trained (resuming its checkpoints)."""
-        out = self.model_dir(fold, arm)
-        if (out / "train_summary.json").is_file():
-            return out
+    def training_values(self, fold: int, arm: Arm) -> dict:
+        """The HybridTrainingConfig values of an arm's fine-tuning (without where it is written)."""
         cfg = self.cfg
         values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(HybridTrainingConfig)}
         # arms are pushed, if at all, one by one with `hf-hybrid push`
-        values.update(sampler=arm.sampler, fold=fold, output_dir=str(out), push_to_hub=None,
-                      composition=arm.composition, adapters=self.adapters(arm),
+        values.update(sampler=arm.sampler, fold=fold, push_to_hub=None, composition=arm.composition,
+                      adapters=self.adapters(arm),
                       anchor_weight=(cfg.anchor_weight if arm.anchor_weight is None else arm.anchor_weight)
                       if arm.anchor else 0.0,
                       mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
-                      seed=cfg.seed if arm.seed is None else arm.seed,
-                      resume=(out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()))
-        return train(HybridTrainingConfig(**values))
+                      seed=cfg.seed if arm.seed is None else arm.seed)
+        return values
+
+    def trained(self, fold: int, arm: Arm) -> Path:
+        """The arm's fine-tuned model: reused when a finished one exists (trained with the same settings), else
+        trained (resuming its checkpoints)."""
+        out = self.model_dir(fold, arm)
+        values = self.training_values(fold, arm)
+        if (out / "train_summary.json").is_file():
+            _check_same(yaml.safe_load((out / "training_config.yaml").read_text()), values, out, "models_dir")
+            return out
+        resume = (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir())
+        return train(HybridTrainingConfig(**{**values, "output_dir": str(out), "resume": resume}))
 
     def start_model(self, arm: Arm) -> str:
         """The model fine-tuning started from: the base, or the base with the DAPT adapters merged (saved once)."""
@@ -247,9 +256,11 @@ class StudyRun:
         cfg, arm_dir = self.cfg, self.root / f"fold{fold}" / arm.name
         flores_dir = arm_dir / "flores"
         need_flores = cfg.flores and not (not arm.sampler and earlier_flores)  # an untrained arm: same every fold
-        done = (arm_dir / "per_query.json").is_file() and \
+        done = (arm_dir / SETTINGS_FILE).is_file() and (arm_dir / "per_query.json").is_file() and \
             (not need_flores or (flores_dir / "per_query.json").is_file())
+        settings = self.training_values(fold, arm) if arm.sampler else {"model": cfg.model, "arm": arm.name}
         if done:
+            _check_same(json.loads((arm_dir / SETTINGS_FILE).read_text()), settings, arm_dir, "output_dir")
             logger.info("fold %d %s: results exist, not run again", fold, arm.name)
             results = json.loads((arm_dir / "results.json").read_text())
             flores = json.loads((flores_dir / "results.json").read_text()) if need_flores else None
@@ -265,6 +276,8 @@ class StudyRun:
                 data=cfg.flores, languages=cfg.flores_languages, flores_splits=FLORES_SPLITS[cfg.eval_split],
                 output_dir=str(flores_dir), **common)) if need_flores else None
             shutil.rmtree(arm_dir / "interpolated", ignore_errors=True)
+            recorded = {k: v for k, v in settings.items() if k not in UNRECORDED}
+            (arm_dir / SETTINGS_FILE).write_text(json.dumps(recorded, indent=2) + "\n")
         return summarize(results), summarize_flores(flores) if flores else earlier_flores
 
     def run(self) -> dict:
@@ -302,6 +315,20 @@ class StudyRun:
         (self.root / "study.json").write_text(json.dumps(study, indent=2) + "\n")
         (self.root / "study.md").write_text(study_markdown(study) + "\n")
         return study
+
+
+UNRECORDED = ("output_dir", "resume", "save_steps", "save_total_limit", "logging_steps", "num_workers",
+              "log_batches")  # how a run is written, not what it learns
+SETTINGS_FILE = "arm_settings.json"
+
+
+def _check_same(saved: dict, values: dict, folder: Path, option: str) -> None:
+    """Results or a model are reused only if they were made with these settings."""
+    differ = [key for key in values if key not in UNRECORDED and saved.get(key) != values[key]]
+    if differ:
+        key = differ[0]
+        raise ConfigError(f"{folder} was made with other settings ({key}: {saved.get(key)!r}, now {values[key]!r}): "
+                          f"give another --{option}, or delete it to run the arm again")
 
 
 def run_study(cfg: StudyConfig) -> dict:

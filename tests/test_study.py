@@ -125,3 +125,19 @@ def test_a_robust_study_chooses_on_dev_resumes_and_reuses_its_models(tiny_model_
                                  output_dir=str(tmp_path / "test"), **common))
     flores = json.loads((tmp_path / "test" / "fold1" / "hybrid+anchor+mlm" / "flores" / "results.json").read_text())
     assert flores["sizes"]["en"]["queries"] == 303 and set(test["mean_over_folds"]) == {"base", "hybrid+anchor+mlm"}
+
+
+def test_results_and_models_made_with_other_settings_are_not_reused(tiny_model_dir, tmp_path):
+    import pytest
+
+    from hf_hybrid.errors import ConfigError
+
+    common = dict(model=str(tiny_model_dir), data="demo", languages=["en", "de"], n_folds=2, folds=[0],
+                  arms=["hybrid"], batch_size=4, max_steps=1, models_dir=str(tmp_path / "models"))
+    run_study(StudyConfig(output_dir=str(tmp_path / "a"), **common))
+    with pytest.raises(ConfigError, match=r"/a/fold0/hybrid was made with other settings \(learning_rate: "
+                                          r"3e-05, now 0.001\): give another --output_dir"):
+        run_study(StudyConfig(output_dir=str(tmp_path / "a"), learning_rate=1e-3, **common))
+    with pytest.raises(ConfigError, match=r"/models/fold0/hybrid was made with other settings \(learning_rate: "
+                                          r"3e-05, now 0.001\): give another --models_dir"):
+        run_study(StudyConfig(output_dir=str(tmp_path / "b"), learning_rate=1e-3, **common))
