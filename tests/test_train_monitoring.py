@@ -158,3 +158,11 @@ def test_a_pushed_card_without_report_draws_its_own_training_curve(scripted_run,
     build_report([evaluated], report)
     with_report = build_model_folder(scripted_run, tmp_path / "push2", "me/tiny", [evaluated], report_dir=report)
     assert "figures/training_1_dev_eval.png" in with_report and "figures/training_curve.png" not in with_report
+
+
+def test_the_saved_line_names_the_best_step(tiny_model_dir, tmp_path, capsys):
+    train(config(tiny_model_dir, tmp_path / "run", max_steps=2))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["best_step"] == 2
+    assert (f"pairs/s; the weights of step 2, the best dev multilingual_map ({summary['best_score']:.4f}))"
+            in capsys.readouterr().out)
