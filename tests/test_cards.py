@@ -216,7 +216,9 @@ def test_pushed_card_shows_the_heatmap_and_bias_profile_of_its_evaluation(run, t
     files = build_model_folder(run["model"], out, "me/tiny-hybrid", [run["eval"]])
     text = (out / "README.md").read_text()
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert linked == ["figures/eval/cross_lingual_map.png", "figures/eval/bias_profile.png"]
+    # the training curve of train_log.jsonl (in the card's training section), then the evaluation's figures
+    assert linked == ["figures/training_curve.png", "figures/eval/cross_lingual_map.png",
+                      "figures/eval/bias_profile.png"]
     for image in linked:
         assert image in files and (out / image).read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
     # the heatmap stands for the 3 x 3 table, summed up in a sentence whose numbers are results.json's

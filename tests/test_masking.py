@@ -82,3 +82,19 @@ def test_whole_word_masking_rate_and_what_transformers_takes_for_a_word(tokenize
     chosen = theirs_collator(examples)["labels"] != -100
     whole = [bool(row[keep].all() or not row[keep].any()) for row, keep in zip(chosen, real, strict=True)]
     assert sum(whole) / len(whole) > 0.9 and 0 < chosen.any(1).sum() < len(docs)
+
+
+def test_chunks_of_different_lengths_are_padded_on_the_right_by_the_tokenizer(tokenizer, docs):
+    chunks = chunk_documents(tokenizer, docs, 32)[:3]
+    chunks[1] = {key: value[:20] for key, value in chunks[1].items()}  # a shorter sequence (cut, as a test only)
+    batch = MaskingCollator(tokenizer, "token", 0.5)(chunks, torch.Generator().manual_seed(0))
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape == (3, 32)
+    assert batch["attention_mask"].sum(1).tolist() == [32, 20, 32]
+    assert (batch["input_ids"][1, 20:] == tokenizer.pad_token_id).all() and (batch["labels"][1, 20:] == -100).all()
+    for row, chunk in enumerate(chunks):
+        n = len(chunk["input_ids"])
+        chosen = batch["labels"][row, :n] != -100
+        assert chosen.any()
+        original = torch.tensor(chunk["input_ids"])
+        assert torch.equal(batch["labels"][row, :n][chosen], original[chosen])
+        assert torch.equal(batch["input_ids"][row, :n][~chosen], original[~chosen])  # only chosen tokens change

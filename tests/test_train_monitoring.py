@@ -142,3 +142,27 @@ def test_tensorboard_logs_every_record_and_is_pushed(tiny_model_dir, tmp_path):
     assert {"train/lr", "train/pairs_per_s", "train/tokens_per_s", "eval/same_language_share"} <= set(scalars)
     pushed = {p.as_posix() for p in model_files(out)}
     assert {f.relative_to(out).as_posix() for f in events} <= pushed
+
+
+def test_a_pushed_card_without_report_draws_its_own_training_curve(scripted_run, tmp_path):
+    files = build_model_folder(scripted_run, tmp_path / "push", "me/tiny")  # no --eval, no --report
+    assert "figures/training_curve.png" in files
+    assert (tmp_path / "push" / "figures" / "training_curve.png").stat().st_size > 10_000
+    card = (tmp_path / "push" / "README.md").read_text()
+    assert "![training loss and dev mAP by step (train_log.jsonl)](figures/training_curve.png)" in card
+    assert card.index("figures/training_curve.png") > card.index("the best by multilingual_map")
+    # a card whose report holds the training curve shows that one only
+    evaluated = tmp_path / "dev_eval"
+    run_evaluation(EvalConfig(model=str(scripted_run), data="demo", languages=["en", "de"], output_dir=str(evaluated)))
+    report = tmp_path / "report"
+    build_report([evaluated], report)
+    with_report = build_model_folder(scripted_run, tmp_path / "push2", "me/tiny", [evaluated], report_dir=report)
+    assert "figures/training_1_dev_eval.png" in with_report and "figures/training_curve.png" not in with_report
+
+
+def test_the_saved_line_names_the_best_step(tiny_model_dir, tmp_path, capsys):
+    train(config(tiny_model_dir, tmp_path / "run", max_steps=2))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["best_step"] == 2
+    assert (f"pairs/s; the weights of step 2, the best dev multilingual_map ({summary['best_score']:.4f}))"
+            in capsys.readouterr().out)

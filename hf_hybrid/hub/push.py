@@ -17,8 +17,10 @@ The folder that is pushed is built first, in full, then uploaded as it is with `
                                       results.json (+ results.md, summary.*), mteb's JSON (mteb/results/...)
     figures/<eval>/*.png              per --eval folder with results.json: its cross-lingual heatmap and bias
                                       profile, which the card shows
+    figures/training_curve.png        the loss and dev mAP by step of train_log.jsonl, which the card shows
     figures/*.png                     with --report DIR: the report's plots the card shows (with the training
-                                      curve of train_log.jsonl when the report evaluated this model)
+                                      curve of train_log.jsonl, in place of training_curve.png, when the report
+                                      evaluated this model)
     runs/**/events.out.tfevents.*     TensorBoard's logs (`--report_to tensorboard`): the Hub's metrics tab
 
 Training checkpoints, pickles and hidden files stay home. Per-language adapters, when a model folder has
@@ -149,7 +151,7 @@ def build_model_folder(model_dir: str | Path, out: str | Path, repo_id: str, eva
     plan: list[tuple[Path, str]] = [(model_dir / rel, rel.as_posix()) for rel in model_files(model_dir)]
     for eval_dir, name in zip(eval_dirs, names, strict=True):
         plan += [(eval_dir / rel, f"results/{name}/{rel.as_posix()}") for rel in eval_files(eval_dir)]
-    with tempfile.TemporaryDirectory() as figures:  # the evaluations' heatmaps and bias profiles, drawn for the card
+    with tempfile.TemporaryDirectory() as figures:  # the heatmaps, bias profiles and training curve drawn for the card
         card = render_model_card(model_dir, eval_dirs=eval_dirs, hardware=hardware, repo_id=repo_id,
                                  report_dir=report_dir, figures_dir=figures)
         plan += [(Path(src), dst) for dst, src in card_assets(report_dir, figures).items()]

@@ -299,7 +299,9 @@ def _save(accelerator, model, cfg: HybridTrainingConfig, output_dir: Path, step:
                "processes": accelerator.num_processes, "device": str(accelerator.device),
                "peak_memory_gb": peak_memory_gb(accelerator.device), **best}
     (output_dir / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s)")
+    kept = f"; the weights of step {best['best_step']}, the best dev {best['best_metric']} " \
+           f"({best['best_score']:.4f})" if best else ""
+    accelerator.print(f"saved {output_dir} ({step} steps, {summary['pairs_per_s'] or 0:.1f} pairs/s{kept})")
     if cfg.push_to_hub:
         try:
             accelerator.print(push(output_dir, cfg.push_to_hub, private=cfg.hub_private))

@@ -8,6 +8,7 @@ import math
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from hf_hybrid.errors import DataError, EncoderLoadError
 from hf_hybrid.models.encoder import quiet_loading
@@ -74,22 +75,20 @@ class MaskingCollator:
 
     def __call__(self, chunks: list[dict], generator: torch.Generator | None = None) -> dict:
         generator = generator or torch.default_generator
-        longest = max(len(c["input_ids"]) for c in chunks)
-        input_ids = torch.full((len(chunks), longest), self.tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(chunks), longest), -100, dtype=torch.long)
-        attention_mask = torch.zeros((len(chunks), longest), dtype=torch.long)
-        for i, chunk in enumerate(chunks):
+        masked, labels = [], []
+        for chunk in chunks:
             ids = torch.tensor(chunk["input_ids"])
             chosen = self.choose(chunk, generator)
-            labels[i, : len(ids)][chosen] = ids[chosen]
+            labels.append(torch.where(chosen, ids, -100))
             roll = torch.rand(len(ids), generator=generator)
-            ids = ids.clone()
             ids[chosen & (roll < 0.8)] = self.tokenizer.mask_token_id
             random_tokens = chosen & (roll >= 0.8) & (roll < 0.9)
             ids[random_tokens] = torch.randint(self.vocab_size, (int(random_tokens.sum()),), generator=generator)
-            input_ids[i, : len(ids)] = ids
-            attention_mask[i, : len(ids)] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+            masked.append(ids.tolist())
+        batch = self.tokenizer.pad({"input_ids": masked}, padding_side="right", return_attention_mask=True,
+                                   return_tensors="pt")
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+                "labels": pad_sequence(labels, batch_first=True, padding_value=-100)}
 
 
 class MaskedLMObjective(nn.Module):

@@ -1,6 +1,7 @@
-"""The figures a model card draws from its evaluations (`hf-hybrid eval`'s results.json): per evaluation the
+"""The figures a model card draws: from its evaluations (`hf-hybrid eval`'s results.json), per evaluation the
 cross-lingual heatmap (query language x candidate language, the diagonal monolingual) and the language-bias profile
-of the multilingual pool, the plots `hf-hybrid report` draws for a run, and a few lines that sum the heatmap up."""
+of the multilingual pool, the plots `hf-hybrid report` draws for a run, and a few lines that sum the heatmap up;
+from the model folder's train_log.jsonl, the training curve (loss and dev mAP by step)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from hf_hybrid.hub.cards.evaluations import Evaluation
 FIGURES = "figures"  # where a card's images go, relative to README.md
 HEATMAP = "cross_lingual_map.png"
 BIAS = "bias_profile.png"
+TRAINING = "training_curve.png"
 
 
 def _folder_names(evaluations: list[Evaluation]) -> list[str]:
@@ -60,3 +62,15 @@ def draw_evaluation_figures(evaluations: list[Evaluation], out: Path) -> list[di
                                "caption": f"{name}: language-bias profile of the multilingual pool"}
         drawn.append(figures)
     return drawn
+
+
+def draw_training_figure(model_dir: Path, out: Path) -> dict | None:
+    """The model's training curve from its train_log.jsonl (the best dev step marked), drawn under `out`, as
+    {"file", "caption", "source"}; None when the folder logged no loss."""
+    from hf_hybrid.evaluation.plots import training_curve  # imports matplotlib
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not training_curve(model_dir, out / TRAINING, "Training"):
+        return None
+    return {"file": f"{FIGURES}/{TRAINING}", "source": out / TRAINING,
+            "caption": "training loss and dev mAP by step (train_log.jsonl)"}

@@ -30,7 +30,12 @@ from hf_hybrid.hub.cards.evaluations import (
     mteb_view,
     toolkit_view,
 )
-from hf_hybrid.hub.cards.figures import FIGURES, cross_lingual_summary, draw_evaluation_figures
+from hf_hybrid.hub.cards.figures import (
+    FIGURES,
+    cross_lingual_summary,
+    draw_evaluation_figures,
+    draw_training_figure,
+)
 from hf_hybrid.tables import markdown_table
 
 MODEL_TEMPLATE = "model_card.md.j2"
@@ -239,7 +244,8 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
     (copy them with `card_assets(report_dir)`). check_model: refuse results recorded for another model.
     figures_dir: a folder to draw each evaluation's cross-lingual heatmap and bias profile in; the card shows them
     under figures/<evaluation>/ (copy them with `card_assets(report_dir, figures_dir)`) and sums the heatmap up in
-    words instead of the full query x candidate table. `hf-hybrid push` always passes one.
+    words instead of the full query x candidate table; and the training curve of train_log.jsonl, unless the
+    report's plots hold a training curve already. `hf-hybrid push` always passes one.
     """
     model_dir = Path(model_dir)
     if not (model_dir / "modules.json").is_file():
@@ -259,6 +265,10 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
     card_data = _card_data(cfg, languages, base, license, model_name, results)
     model_rows, prompts = _model_facts(model_dir)
     toolkit = [ev for ev in evaluations if ev.kind == "toolkit"]
+    report_figures = _figures(report_dir)
+    report_curve = any(Path(f["file"]).name.startswith("training_") for f in report_figures)  # report.py's names
+    training_figure = draw_training_figure(model_dir, Path(figures_dir)) \
+        if figures_dir is not None and not report_curve else None
     text = render(
         MODEL_TEMPLATE, template_dir,
         card_data=card_data.to_yaml(), repo_id=repo_id, model_name=model_name, base=base, cfg=cfg,
@@ -269,7 +279,7 @@ def render_model_card(model_dir, eval_dirs=(), hardware=None, *, repo_id: str | 
         log_first=log[0] if log else None, log_last=log[-1] if len(log) > 1 else None,
         toolkit=_toolkit_views(toolkit, cfg, figures_dir),
         mteb=[mteb_view(ev) for ev in evaluations if ev.kind == "mteb"],
-        figures=_figures(report_dir), n_results=len(results),
+        figures=report_figures, training_figure=training_figure, n_results=len(results),
         adapters=[str(p.parent.relative_to(model_dir)) for p in sorted(model_dir.rglob("adapter_config.json"))],
         data_hint=_data_hint(cfg.get("data"), evaluations), demo_data=cfg.get("data") == "demo",
         eval_languages=sorted({lang for ev in toolkit for lang in ev.data["languages"]}),
