@@ -22,6 +22,8 @@ T = TypeVar("T")
 def _as_flags(values: dict) -> list[str]:
     flags = []
     for key, value in values.items():
+        if isinstance(value, (list, tuple)) and not value:
+            continue  # an empty list is no value: the field's default (checked to be None by _check_yaml_types)
         if isinstance(value, (list, tuple)):
             flags += [f"--{key}", *map(str, value)]
         elif value is None:
@@ -81,6 +83,9 @@ def _check_yaml_types(parser: HfArgumentParser, values: dict, path: Path) -> Non
         many = action.nargs == "+"
         if value is None:
             continue
+        if many and value == [] and action.default is not None:
+            raise ConfigError(f"{path}: {key}: an empty list, where at least one value is expected (leave the key "
+                              "out for the default)")
         if isinstance(value, dict) or (isinstance(value, list) and not many) or \
                 (many and not isinstance(value, (list, str))):
             raise ConfigError(f"{path}: {key}: expected {_expected(action)}, got {value!r}")

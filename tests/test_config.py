@@ -62,3 +62,15 @@ def test_a_refused_value_in_a_recipe_is_one_error(tmp_path):
     recipe.write_text("learning_rate: 0\n")
     with pytest.raises(ConfigError, match="learning_rate must be greater than 0"):
         parse_config(HybridTrainingConfig, ["--config", str(recipe)])
+
+
+def test_an_empty_list_in_a_recipe_is_the_default_or_one_error(tmp_path):
+    from hf_hybrid.study import StudyConfig
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("interpolate: []\nlanguages: []\n")
+    cfg = parse_config(StudyConfig, ["--config", str(recipe)])
+    assert cfg.interpolate is None and cfg.languages is None  # no value: their default, none
+    recipe.write_text("arms: []\n")
+    with pytest.raises(ConfigError, match=r"r.yaml: arms: an empty list, where at least one value is expected"):
+        parse_config(StudyConfig, ["--config", str(recipe)])
