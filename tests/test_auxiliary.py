@@ -135,3 +135,12 @@ def test_a_language_without_replay_text_is_one_error(tiny_model_dir, tmp_path):
                  anchor_languages=["hau", "yor"])
     with pytest.raises(DataError, match=r"--anchor_text: no text in language 'yo' in .*\{lang\}\.txt"):
         train(cfg)
+
+
+def test_benchmarks_without_the_language_exclude_nothing_and_raise_nothing():
+    from conftest import shared_data
+
+    xquad_r, sib = shared_data("xquad-r"), shared_data("sib-200")
+    news = shared_data("masakhanews")
+    texts = source_texts([str(news)], ["yo"], None, [str(sib), str(xquad_r)], 20, 0, "anchor_text")
+    assert len(texts["yo"]) == 20  # XQuAD-R has no Yoruba: nothing to keep apart there, and no error
