@@ -55,9 +55,13 @@ def _flores_labels(lang: str, key: str, pivot: str = "en") -> str:
 def intervals(root: Path, arms: list[str], folds: list[int], flores: bool, n_resamples: int = 1000) -> dict:
     """Paired bootstrap intervals of each arm's difference from base and from hybrid (those in the study):
     XQuAD-R per setting (queries of every fold), FLORES per low-resource language and their mean."""
-    def tables(arm: str, sub: str) -> dict:
-        files = [root / f"fold{f}" / arm / sub / "per_query.json" for f in folds]
-        return ap_tables([p for p in files if p.is_file()])
+    read: dict[tuple[str, str], dict] = {}
+
+    def tables(arm: str, sub: str) -> dict:  # each arm's files read once, whichever reference it is compared with
+        if (arm, sub) not in read:
+            files = [root / f"fold{f}" / arm / sub / "per_query.json" for f in folds]
+            read[arm, sub] = ap_tables([p for p in files if p.is_file()])
+        return read[arm, sub]
 
     out: dict = {}
     for reference in [r for r in REFERENCES if r in arms]:

@@ -39,12 +39,23 @@ def shares(batch: dict, original: torch.Tensor, special: torch.Tensor, mask_id: 
             "random": (chosen & ~masked & ~kept).sum().item() / n}
 
 
-def test_token_masking_matches_transformers(tokenizer, docs):
+@pytest.fixture(scope="module")
+def chunked(tokenizer, docs) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+    """The demo text cut into 128-token sequences, their token ids and their special-token marks."""
     chunks = chunk_documents(tokenizer, docs, 128)
-    original = torch.tensor([c["input_ids"] for c in chunks])
-    special = torch.tensor([c["special"] for c in chunks], dtype=torch.bool)
-    ours = shares(MaskingCollator(tokenizer, "token", RATE)(chunks, torch.Generator().manual_seed(0)),
+    return (chunks, torch.tensor([c["input_ids"] for c in chunks]),
+            torch.tensor([c["special"] for c in chunks], dtype=torch.bool))
+
+
+def our_shares(tokenizer, chunked, masking: str) -> dict[str, float]:
+    chunks, original, special = chunked
+    return shares(MaskingCollator(tokenizer, masking, RATE)(chunks, torch.Generator().manual_seed(0)),
                   original, special, tokenizer.mask_token_id)
+
+
+def test_token_masking_matches_transformers(tokenizer, chunked):
+    chunks, original, special = chunked
+    ours = our_shares(tokenizer, chunked, "token")
     theirs_collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=RATE, seed=0)
     theirs = shares(theirs_collator([{"input_ids": c["input_ids"], "special_tokens_mask": c["special"]}
                                      for c in chunks]), original, special, tokenizer.mask_token_id)
@@ -57,12 +68,8 @@ def test_token_masking_matches_transformers(tokenizer, docs):
         assert split["kept"] == pytest.approx(0.1, abs=0.03)
 
 
-def test_whole_word_masking_rate_and_what_transformers_takes_for_a_word(tokenizer, docs):
-    chunks = chunk_documents(tokenizer, docs, 128)
-    original = torch.tensor([c["input_ids"] for c in chunks])
-    special = torch.tensor([c["special"] for c in chunks], dtype=torch.bool)
-    ours = shares(MaskingCollator(tokenizer, "whole-word", RATE)(chunks, torch.Generator().manual_seed(0)),
-                  original, special, tokenizer.mask_token_id)
+def test_whole_word_masking_rate_and_what_transformers_takes_for_a_word(tokenizer, docs, chunked):
+    ours = our_shares(tokenizer, chunked, "whole-word")
     assert ours["real_tokens"] > 5000 and abs(ours["chosen"] - RATE) < 0.01
     assert ours["mask"] == pytest.approx(0.8, abs=0.03) and ours["random"] == pytest.approx(0.1, abs=0.03)
     # transformers finds words by gaps between character offsets, which only a document tokenized alone has: the

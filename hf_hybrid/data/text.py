@@ -169,13 +169,9 @@ def _is_heldout(text: str, fraction: float, seed: int) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
-def load_corpus(sources: list[str], lang: str, exclude: list[str] | None = None, heldout_fraction: float = 0.05,
-                min_heldout: int = 8, seed: int = 0) -> dict:
-    """One language's DAPT text: {"train": [...], "heldout": [...], "stats": {...}}.
-
-    Documents are deduplicated, those overlapping `exclude` benchmarks dropped, and a fixed share
-    (by a hash of the text, so adding sources does not reshuffle) held out for MLM loss."""
-    lang = normalize_lang(lang)
+def clean_documents(sources: list[str], lang: str, exclude: list[str] | None = None) -> tuple[list[str], Counter, int]:
+    """One language's documents in `sources`, deduplicated, those overlapping the `exclude` benchmarks dropped;
+    with the documents each source gave and how many were dropped."""
     per_source = Counter()
     docs: list[str] = []
     for source in sources:
@@ -183,14 +179,23 @@ def load_corpus(sources: list[str], lang: str, exclude: list[str] | None = None,
         per_source[source] = len(texts)
         docs += texts
     docs = list(dict.fromkeys(docs))
-    if not docs:
+    if not docs or not exclude:
+        return docs, per_source, 0
+    guard = Decontaminator(evaluation_sentences(exclude, lang))
+    kept = [d for d in docs if not guard.contains_eval_text(d)]
+    return kept, per_source, len(docs) - len(kept)
+
+
+def load_corpus(sources: list[str], lang: str, exclude: list[str] | None = None, heldout_fraction: float = 0.05,
+                min_heldout: int = 8, seed: int = 0) -> dict:
+    """One language's DAPT text: {"train": [...], "heldout": [...], "stats": {...}}.
+
+    Documents are deduplicated, those overlapping `exclude` benchmarks dropped, and a fixed share
+    (by a hash of the text, so adding sources does not reshuffle) held out for MLM loss."""
+    lang = normalize_lang(lang)
+    docs, per_source, dropped = clean_documents(sources, lang, exclude)
+    if not docs and not dropped:
         raise DataError(f"no DAPT text for language {lang!r} in {', '.join(sources)}")
-    dropped = 0
-    if exclude:
-        guard = Decontaminator(evaluation_sentences(exclude, lang))
-        kept = [d for d in docs if not guard.contains_eval_text(d)]
-        dropped = len(docs) - len(kept)
-        docs = kept
     heldout = [d for d in docs if _is_heldout(d, heldout_fraction, seed)]
     train = [d for d in docs if not _is_heldout(d, heldout_fraction, seed)]
     if len(heldout) < min_heldout or not train:

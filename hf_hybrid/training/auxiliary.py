@@ -23,7 +23,7 @@ from torch.profiler import record_function
 
 from hf_hybrid.config import Args, at_least
 from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
-from hf_hybrid.data.text import Decontaminator, evaluation_sentences, load_texts
+from hf_hybrid.data.text import clean_documents
 from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.chunks import Chunks
@@ -100,10 +100,7 @@ def source_texts(sources: list[str], languages: list[str] | None, train_rows, ex
     others = [s for s in sources if s != TRAIN_TEXT]
     asked = [normalize_lang(lang) for lang in languages] if languages else None
     for lang in asked or [normalize_lang(lang) for lang in FLORES_LOW_RESOURCE]:
-        docs = list(dict.fromkeys(t for source in others for t in load_texts(source, lang)))
-        if docs and exclude:
-            guard = Decontaminator(evaluation_sentences(exclude, lang))
-            docs = [d for d in docs if not guard.contains_eval_text(d)]
+        docs = clean_documents(others, lang, exclude)[0]
         if docs:
             texts[lang] = texts.get(lang, []) + docs
         elif others and asked:
@@ -161,35 +158,32 @@ class AnchorReplay:
         return anchor_loss(embeddings, batch["targets"].to(device))
 
 
-def masked_lm_loss(model, head, batch: dict, device) -> torch.Tensor:
-    """Mean cross-entropy over the masked tokens; the vocabulary projection runs at those positions only."""
-    batch = {k: v.to(device) for k, v in batch.items()}
-    hidden = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-    picked = batch["labels"] != -100
-    return torch.nn.functional.cross_entropy(head(hidden[picked]).float(), batch["labels"][picked])
-
-
 def plain_model(model):
     """The transformers model inside a peft wrapper (its LoRA layers in place), or the model itself."""
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 class JointMLM:
-    """Masked-LM sequences of several languages and a head on the encoder being trained (registered on the encoder
-    as `mlm_head`, so checkpoints keep it and its final save leaves it out)."""
+    """Masked-LM sequences of several languages and DAPT's MLM objective on the encoder being trained: the MLM
+    model's base is the encoder's own model, and its head is registered on the encoder as `mlm_head`, so
+    checkpoints keep it and the final save leaves it out."""
 
-    def __init__(self, sequences: list[dict], collator: MaskingCollator, batch_size: int, seed: int):
-        self.sequences, self.collator, self.batch_size, self.seed = sequences, collator, batch_size, seed
+    def __init__(self, objective: MaskedLMObjective, sequences: list[dict], collator: MaskingCollator,
+                 batch_size: int, seed: int):
+        self.objective, self.sequences, self.collator = objective, sequences, collator
+        self.batch_size, self.seed = batch_size, seed
 
     @classmethod
     def build(cls, encoder, model_name: str, texts: dict[str, list[str]], args: AuxiliaryArgs,
               seed: int) -> JointMLM:
         mlm, tokenizer, new_head = load_mlm(model_name)
-        head = MaskedLMObjective(mlm).head
+        base = plain_model(encoder.model)
         output = mlm.get_output_embeddings()
         if output is not None and output.weight is mlm.get_input_embeddings().weight:  # tied: to the trained matrix
-            output.weight = plain_model(encoder.model).get_input_embeddings().weight
-        encoder.add_module("mlm_head", head.to(encoder.device))
+            output.weight = base.get_input_embeddings().weight
+        setattr(mlm, mlm.base_model_prefix, base)  # the encoder being trained, LoRA layers and all
+        objective = MaskedLMObjective(mlm)
+        encoder.add_module("mlm_head", objective.head.to(encoder.device))
         collator = MaskingCollator(tokenizer, "token", 0.15)
         sequences = []
         for lang, docs in texts.items():
@@ -200,7 +194,7 @@ class JointMLM:
             sequences += chunks[: args.mlm_sequences_per_language]
         logger.info("joint MLM: %d sequences of %d tokens in %d languages (%s)", len(sequences),
                     args.mlm_max_length, len(texts), ", ".join(texts))
-        joint = cls(sequences, collator, min(args.mlm_batch_size, len(sequences)), seed)
+        joint = cls(objective, sequences, collator, min(args.mlm_batch_size, len(sequences)), seed)
         if new_head and args.mlm_head_steps:
             joint.fit_head(encoder, args.mlm_head_steps)
         return joint
@@ -210,14 +204,15 @@ class JointMLM:
         picked = torch.randperm(len(self.sequences), generator=generator)[: self.batch_size].tolist()
         return self.collator([self.sequences[i] for i in picked], generator)
 
-    def loss(self, encoder, batch: dict, device) -> torch.Tensor:
-        return masked_lm_loss(encoder.model, encoder.mlm_head, batch, device)
+    def loss(self, batch: dict, device) -> torch.Tensor:
+        """Mean cross-entropy over the masked tokens (the vocabulary projection runs at those positions only)."""
+        total, count = self.objective(**{k: v.to(device) for k, v in batch.items()})
+        return total / count
 
     def fit_head(self, encoder, steps: int, learning_rate: float = 1e-3) -> None:
-        """A new head fitted on the MLM text with the encoder frozen (its decoder is the word-embedding matrix,
-        so only the transform and the bias learn), before it trains the encoder."""
-        head = encoder.mlm_head
-        params = [p for n, p in head.named_parameters() if p.requires_grad and "decoder.weight" not in n]
+        """A new head fitted on the MLM text with every other parameter frozen (its decoder is the word-embedding
+        matrix, so only the transform and the bias learn), before it trains the encoder."""
+        params = [p for n, p in encoder.mlm_head.named_parameters() if p.requires_grad and "decoder.weight" not in n]
         optimizer = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
         fitted = {id(p) for p in params}
         frozen = [p for p in encoder.parameters() if p.requires_grad and id(p) not in fitted]
@@ -225,12 +220,7 @@ class JointMLM:
             p.requires_grad_(False)
         first = last = None
         for step in range(steps):
-            batch = {k: v.to(encoder.device) for k, v in self.batch(-1 - step).items()}
-            with torch.no_grad():
-                hidden = encoder.model(input_ids=batch["input_ids"],
-                                       attention_mask=batch["attention_mask"]).last_hidden_state
-            picked = batch["labels"] != -100
-            loss = torch.nn.functional.cross_entropy(head(hidden[picked]).float(), batch["labels"][picked])
+            loss = self.loss(self.batch(-1 - step), encoder.device)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -270,7 +260,7 @@ def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, a
                 parts["anchor_loss"] = loss.detach()
             if mlm is not None:
                 with record_function("mlm"):
-                    loss = mlm.loss(accelerator.unwrap_model(model), batch["mlm"], device)
+                    loss = mlm.loss(batch["mlm"], device)
                     backward(mlm_weight * loss)
                 parts["mlm_loss"] = loss.detach()
         out = forward_backward(model, batch, backward)
