@@ -65,7 +65,9 @@ def _assert_same(first, second):
 
 
 def test_the_chunked_step_equals_the_padded_step(tiny_model_dir):
-    encoder = _tiny(tiny_model_dir, dropout=False)
+    # float64: the token-type gradient sums every token, and float32 sums in another order differ by more than
+    # the tolerance on some runs
+    encoder = _tiny(tiny_model_dir, dropout=False).double()
     batch, items = _batch(encoder, max_tokens=96 * 2)
     assert len(batch["passage"].inputs) > 2  # the budget split the passages
     padded_tokens = sum(chunk["input_ids"].numel() for chunk in batch["passage"].inputs)
