@@ -214,6 +214,9 @@ class StudyRun:
                       if arm.anchor else 0.0,
                       mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
                       seed=cfg.seed if arm.seed is None else arm.seed)
+        for loss in ("anchor", "mlm"):  # the settings of a loss that is off change nothing: left at their defaults
+            if not getattr(arm, loss):
+                values = {k: v for k, v in values.items() if not k.startswith(f"{loss}_") or k == f"{loss}_weight"}
         return values
 
     def trained(self, fold: int, arm: Arm) -> Path:

@@ -33,6 +33,11 @@ def test_the_anchor_loss_starts_at_zero_and_is_the_distance_to_the_starting_embe
     texts = source_texts(["train"], None, rows, None, 5, 0, "anchor_text")
     assert sorted(texts) == sorted(LANGS) and all(len(t) == 5 for t in texts.values())
     replay = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=6), 512, seed=0)
+    every = [t for docs in texts.values() for t in docs]
+    assert replay.ids == encoder.token_ids(every, "query", 128) + encoder.token_ids(every, "passage", 128)  # both
+    passages = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_prompts=["passage"]), 512, seed=0)
+    assert len(passages.ids) == 5 * len(LANGS)
+    torch.testing.assert_close(passages.targets, replay.targets[5 * len(LANGS) :], rtol=0, atol=1e-5)
     batch = replay.batch(1)
     assert len(batch["chunks"]) == 6 and replay.batch(1)["langs"] == batch["langs"]  # drawn from (seed, step)
     assert replay.batch(2)["targets"].tolist() != batch["targets"].tolist()
@@ -123,6 +128,7 @@ def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
     ({"mlm_weight": -0.5}, "mlm_weight must be at least 0, got -0.5"),
     ({"anchor_weight": 1.0}, "anchor_weight 1.0 needs --anchor_text"),
     ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
+    ({"anchor_prompts": ["document"]}, "anchor_prompts: expected query and/or passage, got document"),
 ])
 def test_bad_weights_are_refused(tiny_model_dir, tmp_path, kw, message):
     with pytest.raises(ConfigError, match=message):

@@ -141,3 +141,20 @@ def test_results_and_models_made_with_other_settings_are_not_reused(tiny_model_d
     with pytest.raises(ConfigError, match=r"/models/fold0/hybrid was made with other settings \(learning_rate: "
                                           r"3e-05, now 0.001\): give another --models_dir"):
         run_study(StudyConfig(output_dir=str(tmp_path / "b"), learning_rate=1e-3, **common))
+
+
+def test_the_settings_of_a_loss_that_is_off_do_not_hold_an_arm_back(tiny_model_dir, tmp_path):
+    import pytest
+
+    from hf_hybrid.errors import ConfigError
+
+    common = dict(model=str(tiny_model_dir), data="demo", languages=["en", "de"], n_folds=2, folds=[0], batch_size=4,
+                  max_steps=1, anchor_weight=5.0, anchor_text=["train"], anchor_batch_size=2,
+                  output_dir=str(tmp_path / "a"))
+    run_study(StudyConfig(arms=["hybrid", "hybrid+anchor"], **common))
+    saved = json.loads((tmp_path / "a" / "fold0" / "hybrid+anchor" / "arm_settings.json").read_text())
+    assert saved["anchor_prompts"] == ["query", "passage"]
+    # another anchor setting: the plain arm's results stand, the anchored arm's do not
+    run_study(StudyConfig(arms=["hybrid"], **{**common, "anchor_prompts": ["passage"]}))
+    with pytest.raises(ConfigError, match=r"hybrid\+anchor was made with other settings \(anchor_prompts: "):
+        run_study(StudyConfig(arms=["hybrid+anchor"], **{**common, "anchor_prompts": ["passage"]}))

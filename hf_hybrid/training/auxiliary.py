@@ -2,7 +2,9 @@
 
 - **Anchor** (Reimers & Gurevych 2020's student kept on its teacher): a replay batch of texts whose embeddings stay
   near the starting model's; the loss is the squared distance of the normalised embeddings (2 - 2 cos), the starting
-  model's embeddings computed once, before training, on the same truncated tokens.
+  model's embeddings computed once, before training, on the same truncated tokens. Each text is anchored under the
+  query and the passage prompt: anchoring passages alone kept FLORES en->X (passages in the unseen language) and
+  let X->en (queries in it) fall further than plain fine-tuning did (docs/study.md).
 - **Joint masked LM** (LASER3's MLM beside distillation; MAFT's mixed-language adaptation): a masked-LM loss on
   low-resource (and high-resource) text in the same step, on the same trainable parameters, through an MLM head whose
   decoder is the word-embedding matrix; a checkpoint without a head gets one fitted first with the encoder frozen,
@@ -27,6 +29,7 @@ from hf_hybrid.data.text import clean_documents
 from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.chunks import Chunks
+from hf_hybrid.models.encoder import TEXT_KINDS
 from hf_hybrid.training.mlm import MaskedLMObjective, MaskingCollator, chunk_documents, load_mlm
 
 logger = logging.getLogger(__name__)
@@ -42,12 +45,18 @@ class AnchorArgs(Args):
     anchor_texts_per_language: int = field(default=256, metadata={
         "help": "replay texts drawn once per language (the starting model embeds them before training)"})
     anchor_max_length: int = field(default=128, metadata={"help": "tokens of a replay text kept"})
+    anchor_prompts: list[str] = field(default_factory=lambda: list(TEXT_KINDS), metadata={
+        "help": f"the prompts each replay text is anchored under, of {', '.join(TEXT_KINDS)} (retrieval embeds "
+                f"queries and passages)"})
 
     def __post_init__(self):
         super().__post_init__()
         at_least(self, 0, "anchor_weight")
         at_least(self, 1, "anchor_batch_size", "anchor_texts_per_language")
         at_least(self, 8, "anchor_max_length")
+        unknown = [p for p in self.anchor_prompts if p not in TEXT_KINDS]
+        if unknown or not self.anchor_prompts:
+            raise ConfigError(f"anchor_prompts: expected {' and/or '.join(TEXT_KINDS)}, got {', '.join(unknown)}")
 
 
 @dataclass
@@ -132,18 +141,22 @@ class AnchorReplay:
     @torch.no_grad()
     def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
               rank: int = 0, max_rows: int | None = None) -> AnchorReplay:
-        """The starting model's embeddings of `texts` (eval mode: no dropout), on the tokens training will see."""
+        """The starting model's embeddings of `texts` under each prompt (eval mode: no dropout), on the tokens
+        training will see."""
         ids, langs = [], []
-        for lang, docs in texts.items():
-            ids += encoder.token_ids(docs, "passage", args.anchor_max_length)
-            langs += [lang] * len(docs)
+        prompts = args.anchor_prompts
+        for kind in prompts:
+            for lang, docs in texts.items():
+                ids += encoder.token_ids(docs, kind, args.anchor_max_length)
+                langs += [lang] * len(docs)
         pad_id = encoder.tokenizer.pad_token_id if encoder.tokenizer.pad_token_id is not None else 0
         was_training = encoder.training
         encoder.eval()
         targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
             encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
         encoder.train(was_training)
-        logger.info("anchor: %d replay texts in %d languages (%s)", len(ids), len(texts), ", ".join(texts))
+        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts", len(ids) // len(prompts),
+                    len(texts), ", ".join(texts), " and ".join(prompts))
         return cls(ids, langs, targets, min(args.anchor_batch_size, len(ids)), pad_id, max_tokens, seed, rank,
                    max_rows)
 
