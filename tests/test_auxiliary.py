@@ -34,10 +34,10 @@ def test_the_anchor_loss_starts_at_zero_and_is_the_distance_to_the_starting_embe
     assert sorted(texts) == sorted(LANGS) and all(len(t) == 5 for t in texts.values())
     replay = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=6), 512, seed=0)
     every = [t for docs in texts.values() for t in docs]
-    assert replay.ids == encoder.token_ids(every, "query", 128) + encoder.token_ids(every, "passage", 128)  # both
-    passages = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_prompts=["passage"]), 512, seed=0)
-    assert len(passages.ids) == 5 * len(LANGS)
-    torch.testing.assert_close(passages.targets, replay.targets[5 * len(LANGS) :], rtol=0, atol=1e-5)
+    assert replay.ids == encoder.token_ids(every, "passage", 128)
+    both = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_prompts=["query", "passage"]), 512, seed=0)
+    assert both.ids == encoder.token_ids(every, "query", 128) + replay.ids
+    torch.testing.assert_close(both.targets[5 * len(LANGS) :], replay.targets, rtol=0, atol=1e-5)
     batch = replay.batch(1)
     assert len(batch["chunks"]) == 6 and replay.batch(1)["langs"] == batch["langs"]  # drawn from (seed, step)
     assert replay.batch(2)["targets"].tolist() != batch["targets"].tolist()

@@ -153,8 +153,8 @@ def test_the_settings_of_a_loss_that_is_off_do_not_hold_an_arm_back(tiny_model_d
                   output_dir=str(tmp_path / "a"))
     run_study(StudyConfig(arms=["hybrid", "hybrid+anchor"], **common))
     saved = json.loads((tmp_path / "a" / "fold0" / "hybrid+anchor" / "arm_settings.json").read_text())
-    assert saved["anchor_prompts"] == ["query", "passage"]
+    assert saved["anchor_prompts"] == ["passage"]
     # another anchor setting: the plain arm's results stand, the anchored arm's do not
-    run_study(StudyConfig(arms=["hybrid"], **{**common, "anchor_prompts": ["passage"]}))
+    run_study(StudyConfig(arms=["hybrid"], **{**common, "anchor_prompts": ["query", "passage"]}))
     with pytest.raises(ConfigError, match=r"hybrid\+anchor was made with other settings \(anchor_prompts: "):
-        run_study(StudyConfig(arms=["hybrid+anchor"], **{**common, "anchor_prompts": ["passage"]}))
+        run_study(StudyConfig(arms=["hybrid+anchor"], **{**common, "anchor_prompts": ["query", "passage"]}))

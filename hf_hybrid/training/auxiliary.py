@@ -2,9 +2,8 @@
 
 - **Anchor** (Reimers & Gurevych 2020's student kept on its teacher): a replay batch of texts whose embeddings stay
   near the starting model's; the loss is the squared distance of the normalised embeddings (2 - 2 cos), the starting
-  model's embeddings computed once, before training, on the same truncated tokens. Each text is anchored under the
-  query and the passage prompt: anchoring passages alone kept FLORES en->X (passages in the unseen language) and
-  let X->en (queries in it) fall further than plain fine-tuning did (docs/study.md).
+  model's embeddings computed once, before training, on the same truncated tokens, under the passage prompt (on
+  the dev split, anchoring the query prompt too cost FLORES X->en three times as much: docs/study.md).
 - **Joint masked LM** (LASER3's MLM beside distillation; MAFT's mixed-language adaptation): a masked-LM loss on
   low-resource (and high-resource) text in the same step, on the same trainable parameters, through an MLM head whose
   decoder is the word-embedding matrix; a checkpoint without a head gets one fitted first with the encoder frozen,
@@ -45,9 +44,8 @@ class AnchorArgs(Args):
     anchor_texts_per_language: int = field(default=256, metadata={
         "help": "replay texts drawn once per language (the starting model embeds them before training)"})
     anchor_max_length: int = field(default=128, metadata={"help": "tokens of a replay text kept"})
-    anchor_prompts: list[str] = field(default_factory=lambda: list(TEXT_KINDS), metadata={
-        "help": f"the prompts each replay text is anchored under, of {', '.join(TEXT_KINDS)} (retrieval embeds "
-                f"queries and passages)"})
+    anchor_prompts: list[str] = field(default_factory=lambda: ["passage"], metadata={
+        "help": f"the prompts each replay text is anchored under, of {', '.join(TEXT_KINDS)}"})
 
     def __post_init__(self):
         super().__post_init__()
