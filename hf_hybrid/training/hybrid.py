@@ -57,6 +57,7 @@ from hf_hybrid.training.loop import (
     truncate_jsonl,
 )
 from hf_hybrid.training.loss import InBatchNegativesLoss
+from hf_hybrid.training.memory import lean_training
 from hf_hybrid.training.trackers import ReportArgs, accelerator_kwargs, start_trackers, tracked
 
 LOG_FILE = "train_log.jsonl"
@@ -181,6 +182,7 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
         encoder.model = get_peft_model(encoder.model, lora)
     if cfg.freeze_embeddings:
         encoder.model.get_input_embeddings().weight.requires_grad_(False)
+    lean_training(encoder.model)  # bool dropout masks, lean attention: less activation memory on CPU
     pooler = getattr(encoder.model.base_model, "pooler", None)  # unused by pooling: no gradient, frozen for DDP
     if pooler is not None:
         pooler.requires_grad_(False)

@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from hf_hybrid.config import LoopArgs
+from hf_hybrid.training.memory import bound_allocator, release_freed_memory
 from hf_hybrid.training.sparse_adamw import RowSparseAdamW, sparse_gradient_norm_
 
 
@@ -108,7 +109,7 @@ class LogWindow:
         self.losses, self.parts = [], {}
         elapsed = self.seconds
         return {"step": step, "loss": loss, **parts, "lr": lr, f"{examples_name}_per_s": self.examples / elapsed,
-                "tokens_per_s": self.tokens / elapsed}
+                "tokens_per_s": self.tokens / elapsed, "memory_gb": memory_gb(accelerator.device)}
 
 
 def peak_memory_gb(device: torch.device) -> float:
@@ -116,6 +117,18 @@ def peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def memory_gb(device: torch.device) -> float:
+    """torch's allocated memory on a CUDA device, else this process's resident memory (VmRSS), now: the log's
+    trace of it shows whether memory grows over a run."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**30
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux: the peak is what there is
+        return peak_memory_gb(device)
+    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 2**20
 
 
 def append_jsonl(accelerator, path: Path, record: dict) -> None:
@@ -153,6 +166,7 @@ class Loop:
         window = LogWindow(accelerator.num_processes)
         progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)
         self.model.train()
+        bound_allocator()
         with logging_redirect_tqdm():  # log lines above the progress bar, not through it
             for step in range(start + 1, steps + 1):
                 with record_function("collate"):
@@ -160,6 +174,7 @@ class Loop:
                 out = training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, forward_backward,
                                     self.max_grad_norm)
                 window.add(out)
+                release_freed_memory()  # the step's activations: resident memory stays near what is alive
                 progress.update(1)
                 if step % self.logging_steps == 0 or step == steps:
                     record = window.record(accelerator, step, self.scheduler.get_last_lr()[0], self.examples_name)

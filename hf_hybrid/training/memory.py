@@ -1,0 +1,142 @@
+"""Resident memory of CPU training: what a step keeps for its backward pass, and what the allocator keeps after it.
+
+On CPU, torch's dropout keeps a float32 mask for the backward pass, and the attention behind transformers' `sdpa`
+(its math path: CPU's fused kernel has no dropout) keeps three float32 matrices of every head's attention. With
+`lean_training` a dropout keeps a bool mask, and attention keeps its inputs and that bool mask, its probabilities
+being computed again in the backward pass (one more small matmul per layer): the same values and gradients, a
+third less activation memory for BERT-like encoders (docs/benchmarks.md). The masks are drawn from torch's
+generator in every pass, with or without gradients, so gradient caching's replayed passes draw the same masks.
+
+glibc's malloc raises its mmap threshold each time it frees a large block, after which activations come from the
+heap and stay resident when freed: `bound_allocator` fixes the threshold and `release_freed_memory` (after each step)
+hands freed heap pages back, so resident memory stays near what is alive and does not creep over a long run.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+LEAN_ATTENTION = "hf_hybrid_lean_sdpa"
+M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's starting value, kept fixed
+
+
+def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.empty_like(like, dtype=torch.bool).bernoulli_(1 - p)
+
+
+def _masked(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
+    return torch.where(keep, x, 0.0).mul_(scale)
+
+
+class _BoolMaskDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, p):
+        keep = _keep_mask(x, p)
+        ctx.save_for_backward(keep)
+        ctx.scale = 1 / (1 - p)
+        return _masked(x, keep, ctx.scale)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (keep,) = ctx.saved_tensors
+        return _masked(grad, keep, ctx.scale), None
+
+
+class BoolMaskDropout(nn.Dropout):
+    """nn.Dropout that keeps a bool mask (not float32) for the backward pass when it trains on CPU."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and 0 < self.p < 1 and x.device.type == "cpu" and not self.inplace:
+            return _BoolMaskDropout.apply(x, self.p)
+        return super().forward(x)
+
+
+def _attention_probs(q, k, mask, scale: float) -> torch.Tensor:
+    scores = torch.matmul(q, k.transpose(-1, -2)).mul_(scale)
+    if mask is not None and mask.dtype == torch.bool:  # True: attend
+        scores.masked_fill_(~mask, torch.finfo(scores.dtype).min)
+    elif mask is not None:  # additive
+        scores += mask
+    return scores.softmax(-1)
+
+
+class _DropoutAttention(torch.autograd.Function):
+    """softmax(q k^T * scale + mask), dropped out, times v. Keeps q, k, v and the bool dropout mask: the attention
+    probabilities are computed again in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, p, scale):
+        probs = _attention_probs(q, k, mask, scale)
+        keep = _keep_mask(probs, p)
+        ctx.save_for_backward(q, k, v, mask, keep)
+        ctx.scale, ctx.keep_scale = scale, 1 / (1 - p)
+        return torch.matmul(_masked(probs, keep, ctx.keep_scale), v)
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, mask, keep = ctx.saved_tensors
+        probs = _attention_probs(q, k, mask, ctx.scale)
+        grad_v = torch.matmul(_masked(probs, keep, ctx.keep_scale).transpose(-1, -2), grad)
+        grad_probs = _masked(torch.matmul(grad, v.transpose(-1, -2)), keep, ctx.keep_scale)
+        grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype).mul_(ctx.scale)
+        del grad_probs, probs
+        return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-1, -2), q), grad_v, None, None, None
+
+
+def lean_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
+                           scaling: float | None = None, **kwargs):
+    """transformers' attention interface: `sdpa`, except with dropout on CPU, where `_DropoutAttention` runs."""
+    plain = (not dropout or query.device.type != "cpu" or getattr(module, "num_key_value_groups", 1) > 1
+             or (attention_mask is None and getattr(module, "is_causal", False)))
+    if plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    out = _DropoutAttention.apply(query, key, value, attention_mask, dropout, scale)
+    return out.transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(LEAN_ATTENTION, lean_attention_forward)
+AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)  # without one, transformers would pass no mask
+
+
+def lean_training(model: nn.Module) -> None:
+    """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), and lean attention where it runs
+    transformers' `sdpa` (the saved config is unaffected: the attention setting is not written)."""
+    for module in model.modules():
+        if type(module) is nn.Dropout:
+            module.__class__ = BoolMaskDropout
+        config = getattr(module, "config", None)
+        if getattr(config, "_attn_implementation", None) == "sdpa":
+            config._attn_implementation = LEAN_ATTENTION
+
+
+@functools.cache
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+
+
+def bound_allocator() -> None:
+    """glibc only: a fixed mmap threshold, so large freed blocks (activations) go back to the system."""
+    if _libc() is not None:
+        _libc().mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+
+
+def release_freed_memory() -> None:
+    """glibc only: return the heap's free pages to the system (malloc_trim)."""
+    if _libc() is not None:
+        _libc().malloc_trim(0)
