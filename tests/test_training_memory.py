@@ -114,3 +114,16 @@ def test_freed_heap_memory_goes_back_to_the_system():
     del blocks
     release_freed_memory()
     assert _resident_gb() - before < 0.05
+
+
+def test_gradient_caching_equals_the_plain_step_under_lean_training(tiny_model_dir):
+    from test_training_step import _assert_same, _batch, _step, _tiny
+
+    encoder = _tiny(tiny_model_dir, dropout=True)
+    lean_training(encoder.model)
+    assert encoder.model.config._attn_implementation == memory.LEAN_ATTENTION
+    batch, _ = _batch(encoder, max_tokens=4096, max_rows=3)
+    torch.manual_seed(1)
+    plain = _step(encoder, batch)
+    torch.manual_seed(1)
+    _assert_same(plain, _step(encoder, batch, cached=True))  # the replayed passes draw the same bool masks
