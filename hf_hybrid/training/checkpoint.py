@@ -50,6 +50,13 @@ def _trainable(model) -> dict[str, torch.nn.Parameter]:
     return {name: p for name, p in model.named_parameters() if p.requires_grad}
 
 
+def trainable_weights(model) -> dict[str, torch.Tensor]:
+    """The trained parameters' values by name, read through the state dict: its hooks bring the rows of a deferred
+    weight decay up to date first (sparse_adamw.py)."""
+    state = model.state_dict(keep_vars=True)
+    return {name: state[name].detach().cpu().contiguous() for name in _trainable(model)}
+
+
 def _optimizer_tensors(optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """The optimizer's state dict as safetensors-ready tensors and a JSON-ready rest."""
     state = optimizer.state_dict()
@@ -108,8 +115,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, output_dir: Path, 
 
 
 def _save_main(accelerator, model, optimizer, scheduler, folder: Path, step: int) -> None:
-    weights = {n: p.detach().cpu().contiguous() for n, p in _trainable(accelerator.unwrap_model(model)).items()}
-    save_file(weights, str(folder / "trainable.safetensors"))
+    save_file(trainable_weights(accelerator.unwrap_model(model)), str(folder / "trainable.safetensors"))
     tensors, optimizer_rest = _optimizer_tensors(optimizer)
     save_file(tensors, str(folder / "optimizer.safetensors"))
     scaler = getattr(accelerator, "scaler", None)

@@ -21,6 +21,7 @@ from hf_hybrid.config import Args, at_least
 from hf_hybrid.data.benchmark import load_benchmark
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.evaluation.retrieval import MAP_METRICS, evaluate_parallel, headline_metrics
+from hf_hybrid.training.checkpoint import trainable_weights
 
 EVAL_PREFIX = "eval_"  # of the metrics in train_log.jsonl
 BEST_DIR = "best"  # under output_dir/checkpoints/
@@ -88,8 +89,7 @@ class DevEvaluation:
 
     def _keep(self, encoder, best: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        weights = {n: p.detach().cpu().contiguous() for n, p in encoder.named_parameters() if p.requires_grad}
-        save_file(weights, str(self.folder / "trainable.safetensors"))
+        save_file(trainable_weights(encoder), str(self.folder / "trainable.safetensors"))
         (self.folder / BEST_FILE).write_text(json.dumps(best) + "\n")
         self.best = best
 

@@ -25,7 +25,6 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from hf_hybrid.config import LoopArgs
-from hf_hybrid.training.memory import bound_allocator, release_freed_memory
 from hf_hybrid.training.sparse_adamw import RowSparseAdamW, sparse_gradient_norm_
 
 
@@ -53,6 +52,9 @@ def prepare(accelerator, model, params: list, args: LoopArgs, steps: int, learni
     `TrainingArguments`), prepared by accelerate. Returns (model, optimizer, scheduler)."""
     optimizer = RowSparseAdamW(params, lr=learning_rate, weight_decay=args.weight_decay,
                                fused=accelerator.device.type in ("cuda", "cpu"))
+    for module in model.modules():
+        if isinstance(module, torch.nn.Embedding) and module.sparse and module.weight.requires_grad:
+            optimizer.defer_weight_decay(module)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(steps * args.warmup_ratio), steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     return model, optimizer, scheduler
@@ -166,7 +168,6 @@ class Loop:
         window = LogWindow(accelerator.num_processes)
         progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)
         self.model.train()
-        bound_allocator()
         with logging_redirect_tqdm():  # log lines above the progress bar, not through it
             for step in range(start + 1, steps + 1):
                 with record_function("collate"):
@@ -174,7 +175,6 @@ class Loop:
                 out = training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, forward_backward,
                                     self.max_grad_norm)
                 window.add(out)
-                release_freed_memory()  # the step's activations: resident memory stays near what is alive
                 progress.update(1)
                 if step % self.logging_steps == 0 or step == steps:
                     record = window.record(accelerator, step, self.scheduler.get_last_lr()[0], self.examples_name)

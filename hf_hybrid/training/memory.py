@@ -1,4 +1,4 @@
-"""Resident memory of CPU training: what a step keeps for its backward pass, and what the allocator keeps after it.
+"""Resident memory of CPU training: what a step keeps for its backward pass.
 
 On CPU, torch's dropout keeps a float32 mask for the backward pass, and the attention behind transformers' `sdpa`
 (its math path: CPU's fused kernel has no dropout) keeps three float32 matrices of every head's attention. With
@@ -6,17 +6,9 @@ On CPU, torch's dropout keeps a float32 mask for the backward pass, and the atte
 being computed again in the backward pass (one more small matmul per layer): the same values and gradients, a
 third less activation memory for BERT-like encoders (docs/benchmarks.md). The masks are drawn from torch's
 generator in every pass, with or without gradients, so gradient caching's replayed passes draw the same masks.
-
-glibc's malloc raises its mmap threshold each time it frees a large block, after which activations come from the
-heap and stay resident when freed: `bound_allocator` fixes the threshold and `release_freed_memory` (after each step)
-hands freed heap pages back, so resident memory stays near what is alive and does not creep over a long run.
 """
 
 from __future__ import annotations
-
-import ctypes
-import ctypes.util
-import functools
 
 import torch
 from torch import nn
@@ -25,8 +17,6 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 LEAN_ATTENTION = "hf_hybrid_lean_sdpa"
-M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
-MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's starting value, kept fixed
 
 
 def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
@@ -118,25 +108,3 @@ def lean_training(model: nn.Module) -> None:
         config = getattr(module, "config", None)
         if getattr(config, "_attn_implementation", None) == "sdpa":
             config._attn_implementation = LEAN_ATTENTION
-
-
-@functools.cache
-def _libc():
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-    except OSError:
-        return None
-    return libc if libc is not None and hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
-
-
-def bound_allocator() -> None:
-    """glibc only: a fixed mmap threshold, so large freed blocks (activations) go back to the system."""
-    if _libc() is not None:
-        _libc().mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
-
-
-def release_freed_memory() -> None:
-    """glibc only: return the heap's free pages to the system (malloc_trim)."""
-    if _libc() is not None:
-        _libc().malloc_trim(0)
