@@ -10,9 +10,12 @@ generator in every pass, with or without gradients, so gradient caching's replay
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 from torch import nn
 from transformers import AttentionInterface
+from transformers.activations import GELUActivation
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
@@ -99,12 +102,59 @@ AttentionInterface.register(LEAN_ATTENTION, lean_attention_forward)
 AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)  # without one, transformers would pass no mask
 
 
+class RecomputedGelu:
+    """Within a training forward pass of the model, a GELU's output is not kept for the backward pass of the layer
+    after it: the saved-tensor pack hook swaps it (or a view of it) for the GELU's input, which GELU's own backward
+    keeps anyway, and the unpack hook computes the output again. Other saved tensors pass unchanged."""
+
+    def __init__(self):
+        # an output's storage address -> (the output, weakly: the address may be reused once it is freed; its
+        # version; the GELU; its input)
+        self.outputs: dict[int, tuple] = {}
+        self.hooks: list = []
+
+    def record(self, module, args, output) -> None:
+        if torch.is_grad_enabled() and self.hooks:
+            self.outputs[output.untyped_storage().data_ptr()] = (weakref.ref(output), output._version, module, args[0])
+
+    def pack(self, t: torch.Tensor):
+        found = self.outputs.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
+        if found is None or found[0]() is None or found[1] != t._version:
+            return t
+        return found[2], found[3], t.shape, t.stride(), t.storage_offset()
+
+    @staticmethod
+    def unpack(packed):
+        if isinstance(packed, torch.Tensor):
+            return packed
+        module, x, shape, stride, offset = packed
+        return module.forward(x).as_strided(shape, stride, offset)
+
+    def enter(self, module, args) -> None:
+        if module.training and torch.is_grad_enabled():
+            hooks = torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
+            hooks.__enter__()
+            self.hooks.append(hooks)
+
+    def leave(self, module, args, output) -> None:
+        if self.hooks:
+            self.hooks.pop().__exit__(None, None, None)
+        if not self.hooks:
+            self.outputs.clear()
+
+
 def lean_training(model: nn.Module) -> None:
-    """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), and lean attention where it runs
-    transformers' `sdpa` (the saved config is unaffected: the attention setting is not written)."""
+    """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), lean attention where it runs
+    transformers' `sdpa` (the saved config is unaffected: the attention setting is not written), and GELU outputs
+    computed again in the backward pass instead of kept."""
+    gelu = RecomputedGelu()
     for module in model.modules():
         if type(module) is nn.Dropout:
             module.__class__ = BoolMaskDropout
+        if isinstance(module, (nn.GELU, GELUActivation)):
+            module.register_forward_hook(gelu.record)
         config = getattr(module, "config", None)
         if getattr(config, "_attn_implementation", None) == "sdpa":
             config._attn_implementation = LEAN_ATTENTION
+    model.register_forward_pre_hook(gelu.enter)
+    model.register_forward_hook(gelu.leave, always_call=True)
