@@ -10,7 +10,7 @@ generator in every pass, with or without gradients, so gradient caching's replay
 
 from __future__ import annotations
 
-import weakref
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -32,16 +32,15 @@ def _masked(x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
 
 class _BoolMaskDropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, p):
-        keep = _keep_mask(x, p)
+    def forward(ctx, x, keep, scale):
         ctx.save_for_backward(keep)
-        ctx.scale = 1 / (1 - p)
-        return _masked(x, keep, ctx.scale)
+        ctx.scale = scale
+        return _masked(x, keep, scale)
 
     @staticmethod
     def backward(ctx, grad):
         (keep,) = ctx.saved_tensors
-        return _masked(grad, keep, ctx.scale), None
+        return _masked(grad, keep, ctx.scale), None, None
 
 
 class BoolMaskDropout(nn.Dropout):
@@ -49,7 +48,7 @@ class BoolMaskDropout(nn.Dropout):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and 0 < self.p < 1 and x.device.type == "cpu" and not self.inplace:
-            return _BoolMaskDropout.apply(x, self.p)
+            return _BoolMaskDropout.apply(x, _keep_mask(x, self.p), 1 / (1 - self.p))
         return super().forward(x)
 
 
@@ -102,24 +101,29 @@ AttentionInterface.register(LEAN_ATTENTION, lean_attention_forward)
 AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)  # without one, transformers would pass no mask
 
 
-class RecomputedGelu:
-    """Within a training forward pass of the model, a GELU's output is not kept for the backward pass of the layer
-    after it: the saved-tensor pack hook swaps it (or a view of it) for the GELU's input, which GELU's own backward
-    keeps anyway, and the unpack hook computes the output again. Other saved tensors pass unchanged."""
+class Recomputed:
+    """Within a training forward pass of the model, outputs that are cheap to compute again from a tensor the
+    backward pass keeps anyway (a GELU's, from its input) are not kept for a later layer's backward pass: the
+    saved-tensor pack hook swaps such an output (or a view of it) for the recipe, and the unpack hook computes it
+    again. Other saved tensors pass unchanged. A layer saves its input right after it is made, so only the last
+    few outputs are remembered (holding them holds their memory)."""
+
+    REMEMBERED = 4
 
     def __init__(self):
-        # an output's storage address -> (the output, weakly: the address may be reused once it is freed; its
-        # version; the GELU; its input)
-        self.outputs: dict[int, tuple] = {}
+        self.outputs: OrderedDict[int, tuple] = OrderedDict()  # storage address -> output, version, fn, inputs
         self.hooks: list = []
 
-    def record(self, module, args, output) -> None:
-        if torch.is_grad_enabled() and self.hooks:
-            self.outputs[output.untyped_storage().data_ptr()] = (weakref.ref(output), output._version, module, args[0])
+    def record(self, output: torch.Tensor, fn, *inputs: torch.Tensor) -> None:
+        if self.hooks and torch.is_grad_enabled():
+            self.outputs[output.untyped_storage().data_ptr()] = (
+                output, output._version, fn, [(t, t._version) for t in inputs])
+            while len(self.outputs) > self.REMEMBERED:
+                self.outputs.popitem(last=False)
 
     def pack(self, t: torch.Tensor):
         found = self.outputs.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
-        if found is None or found[0]() is None or found[1] != t._version:
+        if found is None or found[1] != t._version:
             return t
         return found[2], found[3], t.shape, t.stride(), t.storage_offset()
 
@@ -127,8 +131,10 @@ class RecomputedGelu:
     def unpack(packed):
         if isinstance(packed, torch.Tensor):
             return packed
-        module, x, shape, stride, offset = packed
-        return module.forward(x).as_strided(shape, stride, offset)
+        fn, inputs, shape, stride, offset = packed
+        if any(x._version != version for x, version in inputs):
+            raise RuntimeError("an input of a recomputed activation was modified in place after the forward pass")
+        return fn(*(x for x, _ in inputs)).as_strided(shape, stride, offset)
 
     def enter(self, module, args) -> None:
         if module.training and torch.is_grad_enabled():
@@ -147,14 +153,14 @@ def lean_training(model: nn.Module) -> None:
     """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), lean attention where it runs
     transformers' `sdpa` (the saved config is unaffected: the attention setting is not written), and GELU outputs
     computed again in the backward pass instead of kept."""
-    gelu = RecomputedGelu()
+    recomputed = Recomputed()
     for module in model.modules():
         if type(module) is nn.Dropout:
             module.__class__ = BoolMaskDropout
         if isinstance(module, (nn.GELU, GELUActivation)):
-            module.register_forward_hook(gelu.record)
+            module.register_forward_hook(lambda m, args, out: recomputed.record(out, m.forward, args[0]))
         config = getattr(module, "config", None)
         if getattr(config, "_attn_implementation", None) == "sdpa":
             config._attn_implementation = LEAN_ATTENTION
-    model.register_forward_pre_hook(gelu.enter)
-    model.register_forward_hook(gelu.leave, always_call=True)
+    model.register_forward_pre_hook(recomputed.enter)
+    model.register_forward_hook(recomputed.leave, always_call=True)
