@@ -168,3 +168,22 @@ def test_gradient_caching_equals_the_plain_step_under_lean_training(tiny_model_d
     plain = _step(encoder, batch)
     torch.manual_seed(1)
     _assert_same(plain, _step(encoder, batch, cached=True))  # the replayed passes draw the same bool masks
+
+
+def test_threads_share_one_malloc_arena_on_glibc():
+    import platform
+    import subprocess
+    import sys
+
+    code = ("import threading\nfrom hf_hybrid.training.memory import one_malloc_arena\nprint(one_malloc_arena())\n"
+            "def work():\n    for _ in range(2000): bytearray(300_000)\n"
+            "threads = [threading.Thread(target=work) for _ in range(4)]\n[t.start() for t in threads]\n"
+            "[t.join() for t in threads]\nprint(open('/proc/self/maps').read().count('---p'))")
+    runs = [subprocess.run([sys.executable, "-c", code.replace("print(one_malloc_arena())", line)],
+                           capture_output=True, text=True, check=True).stdout.split()
+            for line in ("print(one_malloc_arena())", "print(False)")]
+    if platform.libc_ver()[0] != "glibc":
+        assert runs[0][0] == "False"
+        return
+    assert runs[0][0] == "True"
+    assert int(runs[0][1]) < int(runs[1][1])  # the threads' own arenas (each with a reserved, unmapped tail) are gone

@@ -57,7 +57,7 @@ from hf_hybrid.training.loop import (
     truncate_jsonl,
 )
 from hf_hybrid.training.loss import InBatchNegativesLoss
-from hf_hybrid.training.memory import lean_training
+from hf_hybrid.training.memory import lean_training, one_malloc_arena
 from hf_hybrid.training.trackers import ReportArgs, accelerator_kwargs, start_trackers, tracked
 
 LOG_FILE = "train_log.jsonl"
@@ -335,6 +335,7 @@ class Run:
 
 
 def build_run(cfg: HybridTrainingConfig) -> Run:
+    one_malloc_arena()  # before the tokenizer's and torch's threads exist
     accelerator = make_accelerator(cfg, **accelerator_kwargs(cfg))
     set_seed(cfg.seed)
     data = load_training_data(cfg)

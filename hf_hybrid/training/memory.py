@@ -10,6 +10,9 @@ generator in every pass, with or without gradients, so gradient caching's replay
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import platform
 from collections import OrderedDict
 
 import torch
@@ -164,3 +167,19 @@ def lean_training(model: nn.Module) -> None:
             config._attn_implementation = LEAN_ATTENTION
     model.register_forward_pre_hook(recomputed.enter)
     model.register_forward_hook(recomputed.leave, always_call=True)
+
+
+M_ARENA_MAX = -8  # mallopt's parameter number (glibc's malloc.h)
+
+
+def one_malloc_arena() -> bool:
+    """glibc only: threads made from now on (the tokenizer's, torch's) allocate from the main heap instead of arenas
+    of their own, whose freed memory stays resident apart: 0.1 GB less at the peak of a CPU training run, no
+    slower (docs/benchmarks.md). Returns whether the C library took the setting."""
+    name = ctypes.util.find_library("c")
+    if name is None or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        return ctypes.CDLL(name).mallopt(M_ARENA_MAX, 1) == 1
+    except (OSError, AttributeError):
+        return False
