@@ -112,6 +112,8 @@ def test_the_saved_config_does_not_name_the_lean_attention(tmp_path):
 
 
 def test_deferred_weight_decay_equals_torch_adamw_and_writes_only_the_rows_read():
+    from test_training_step import six_embedding_steps
+
     from hf_hybrid.training.sparse_adamw import RowSparseAdamW
 
     def model_and_optimizer(sparse: bool):
@@ -126,13 +128,7 @@ def test_deferred_weight_decay_equals_torch_adamw_and_writes_only_the_rows_read(
     dense, dense_opt = model_and_optimizer(False)
     lazy, lazy_opt = model_and_optimizer(True)
     start = lazy[0].weight.detach().clone()
-    torch.manual_seed(1)
-    for step in range(6):
-        ids = torch.randint(0, 10 + 5 * step, (4, 5))  # new rows appear; earlier ones go without a gradient
-        for model, opt in ((dense, dense_opt), (lazy, lazy_opt)):
-            opt.zero_grad(set_to_none=True)
-            (model(ids).sum() * 10).backward()
-            opt.step()
+    six_embedding_steps([(dense, dense_opt), (lazy, lazy_opt)])
     unread = torch.arange(35, 50)  # no batch had these ids: decayed on paper, never written
     assert torch.equal(lazy[0].weight[unread], start[unread])
     assert not torch.equal(dense[0].weight[unread], start[unread])

@@ -128,6 +128,20 @@ def test_chunks_survive_a_worker_process():
     assert again.rows == side.rows and len(again) == 3 and again.tokens == 6
 
 
+def six_embedding_steps(runs, clip=None) -> None:
+    """Six steps of each (model, optimizer) on the same ids: new rows appear, earlier ones go without a gradient.
+    `clip(model)` runs between the backward pass and the step."""
+    torch.manual_seed(1)
+    for step in range(6):
+        ids = torch.randint(0, 10 + 5 * step, (4, 5))
+        for model, opt in runs:
+            opt.zero_grad(set_to_none=True)
+            (model(ids).sum() * 10).backward()
+            if clip is not None:
+                clip(model)
+            opt.step()
+
+
 def test_row_sparse_adamw_equals_torch_adamw_with_clipping():
     from hf_hybrid.training.sparse_adamw import RowSparseAdamW, sparse_gradient_norm_
 
@@ -139,17 +153,15 @@ def test_row_sparse_adamw_equals_torch_adamw_with_clipping():
 
     dense, dense_opt = model_and_optimizer(False)
     sparse, sparse_opt = model_and_optimizer(True)
-    torch.manual_seed(1)
-    for step in range(6):
-        ids = torch.randint(0, 10 + 5 * step, (4, 5))  # new rows appear; earlier ones go without a gradient
-        for model, opt in ((dense, dense_opt), (sparse, sparse_opt)):
-            opt.zero_grad(set_to_none=True)
-            (model(ids).sum() * 10).backward()
-            if model is dense:
-                norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            else:
-                torch.testing.assert_close(sparse_gradient_norm_(list(model.parameters()), 1.0), norm)
-            opt.step()
+    norms = []
+
+    def clip(model):
+        if model is dense:
+            norms.append(torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0))
+        else:
+            torch.testing.assert_close(sparse_gradient_norm_(list(model.parameters()), 1.0), norms[-1])
+
+    six_embedding_steps([(dense, dense_opt), (sparse, sparse_opt)], clip)
     for a, b in zip(dense.parameters(), sparse.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
     rows = sparse_opt.state[sparse[0].weight]["rows"]
