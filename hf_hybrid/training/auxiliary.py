@@ -54,7 +54,8 @@ class AnchorArgs(Args):
         at_least(self, 8, "anchor_max_length")
         unknown = [p for p in self.anchor_prompts if p not in TEXT_KINDS]
         if unknown or not self.anchor_prompts:
-            raise ConfigError(f"anchor_prompts: expected {' and/or '.join(TEXT_KINDS)}, got {', '.join(unknown)}")
+            raise ConfigError(f"anchor_prompts: expected {' and/or '.join(TEXT_KINDS)}, "
+                              f"got {', '.join(unknown) or 'none'}")
 
 
 @dataclass

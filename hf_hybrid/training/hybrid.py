@@ -182,7 +182,7 @@ def build_encoder(cfg: HybridTrainingConfig) -> Encoder:
         encoder.model = get_peft_model(encoder.model, lora)
     if cfg.freeze_embeddings:
         encoder.model.get_input_embeddings().weight.requires_grad_(False)
-    lean_training(encoder.model)  # bool dropout masks, lean attention: less activation memory on CPU
+    lean_training(encoder.model)  # less activation memory on CPU (memory.py)
     pooler = getattr(encoder.model.base_model, "pooler", None)  # unused by pooling: no gradient, frozen for DDP
     if pooler is not None:
         pooler.requires_grad_(False)

@@ -174,8 +174,8 @@ M_ARENA_MAX = -8  # mallopt's parameter number (glibc's malloc.h)
 
 def one_malloc_arena() -> bool:
     """glibc only: threads made from now on (the tokenizer's, torch's) allocate from the main heap instead of arenas
-    of their own, whose freed memory stays resident apart: 0.1 GB less at the peak of a CPU training run, no
-    slower (docs/benchmarks.md). Returns whether the C library took the setting."""
+    of their own, whose freed memory stays resident apart: 0.05-0.1 GB less at the peak of a CPU training run
+    (docs/benchmarks.md). Returns whether the C library took the setting."""
     name = ctypes.util.find_library("c")
     if name is None or platform.libc_ver()[0] != "glibc":
         return False

@@ -77,17 +77,15 @@ class RowSparseAdamW(torch.optim.AdamW):
         decay, decay_at = state["decay"], state["decay_at"]
         rows = (decay_at != decay).nonzero().squeeze(1) if rows is None else rows[decay_at[rows] != decay]
         if len(rows):
-            factor = (decay / decay_at[rows]).to(p.dtype).unsqueeze(1)
-            p.index_copy_(0, rows, p.index_select(0, rows).mul_(factor))
-            decay_at[rows] = decay
+            p.index_copy_(0, rows, p.index_select(0, rows).mul_(self._pending_decay(p, rows)))
 
-    def _defer_decay(self, p: torch.Tensor, state: dict, factor: float) -> None:
-        """This step's decay factor onto the product; the rows with moments (updated next) brought up to date."""
-        if "decay" not in state:
-            state["decay"] = torch.ones(1, dtype=torch.float64, device=p.device)
-            state["decay_at"] = torch.ones(p.shape[0], dtype=torch.float64, device=p.device)
-        state["decay"] *= factor
-        self._bring_up_to_date(p, state["rows"])
+    def _pending_decay(self, p: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The decay `rows` of `p` have missed since they were last brought up to date, a factor a row; from now on
+        they count as up to date."""
+        state = self.state[p]
+        factor = (state["decay"] / state["decay_at"][rows]).to(p.dtype).unsqueeze(1)
+        state["decay_at"][rows] = state["decay"]
+        return factor
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -125,16 +123,22 @@ class RowSparseAdamW(torch.optim.AdamW):
         state["step"] += 1
         step = state["step"].item()
         lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        if any(p is weight for weight in self._deferred):
-            self._defer_decay(p, state, 1 - lr * group["weight_decay"])
+        deferred = any(p is weight for weight in self._deferred)
+        if deferred:  # this step's factor onto the product; rows without moments take it when next read
+            if "decay" not in state:
+                state["decay"] = torch.ones(1, dtype=torch.float64, device=p.device)
+                state["decay_at"] = torch.ones(p.shape[0], dtype=torch.float64, device=p.device)
+            state["decay"] *= 1 - lr * group["weight_decay"]
         else:
             p.mul_(1 - lr * group["weight_decay"])
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         exp_avg.lerp_(slot_grad, 1 - beta1)
         exp_avg_sq.mul_(beta2).addcmul_(slot_grad, slot_grad, value=1 - beta2)
         denom = (exp_avg_sq.sqrt() / math.sqrt(1 - beta2**step)).add_(eps)
-        updated = p.index_select(0, state["rows"]).addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step))
-        p.index_copy_(0, state["rows"], updated)
+        updated = p.index_select(0, state["rows"])
+        if deferred:  # the rows with moments are written now: their decay goes with the update
+            updated.mul_(self._pending_decay(p, state["rows"]))
+        p.index_copy_(0, state["rows"], updated.addcdiv_(exp_avg, denom, value=-lr / (1 - beta1**step)))
 
 
 def _copy(state_dict: dict) -> dict:
