@@ -8,11 +8,12 @@ sentences when choosing (`eval_split: dev`), on its `dev` + `test` sentences for
 Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned from the base; `dapt-merge` /
 `dapt-route` (the --adapters merged into the base / routed by language) and `dapt-anchored-merge` /
 `dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
-(the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`) and `+mlm` (the --mlm_text loss at
---mlm_weight, or `+mlm=W`). A fine-tuned arm may
-end in `@W`: its model interpolated with the fine-tuning's starting model at weight W (`hf-hybrid interpolate`),
-and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`, `arm@0.7` for every fine-tuned
-arm. With `--models_dir`, trained models are kept there and reused, so a dev study and a test study train once.
+(the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`), `+relation` (the relational anchor on the
+same replay texts, at --relation_weight or W) and `+mlm` (the --mlm_text loss at --mlm_weight, or `+mlm=W`).
+A fine-tuned arm may end in `@W`: its model interpolated with the fine-tuning's starting model at weight W
+(`hf-hybrid interpolate`), and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`,
+`arm@0.7` for every fine-tuned arm. With `--models_dir`, trained models are kept there and reused, so a dev study
+and a test study train once.
 """
 
 from __future__ import annotations
@@ -58,7 +59,9 @@ class Arm:
     sampler: str | None = None  # None: not fine-tuned
     anchor: bool = False
     mlm: bool = False
+    relation: bool = False
     anchor_weight: float | None = None  # +anchor=W; None: the study's --anchor_weight
+    relation_weight: float | None = None  # +relation=W; None: the study's --relation_weight
     mlm_weight: float | None = None  # +mlm=W; None: the study's --mlm_weight
     weight: float | None = None  # interpolation weight with the starting model
     seed: int | None = None
@@ -69,8 +72,8 @@ class Arm:
         return re.sub(r"@[^#]*", "", self.name)
 
 
-ARM_HELP = ("base, <sampler>[+anchor[=W]][+mlm[=W]], dapt[-anchored]-(merge|route)[+<sampler>[+anchor[=W]]"
-            "[+mlm[=W]]], each "
+ARM_HELP = ("base, <sampler>[+anchor[=W]][+relation[=W]][+mlm[=W]], dapt[-anchored]-(merge|route)[+<sampler>"
+            "[+anchor[=W]][+relation[=W]][+mlm[=W]]], each "
             f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
             f"{', '.join(SAMPLERS)}")
 
@@ -100,8 +103,10 @@ def parse_arm(name: str) -> Arm:
                 raise bad(f"{rest[0]!r} is not a sampler")
             arm["sampler"], rest = rest[0], rest[1:]
     losses = [part.partition("=") for part in rest]
-    if len({name for name, _, _ in losses}) != len(losses) or not {name for name, _, _ in losses} <= {"anchor", "mlm"}:
-        raise bad(f"after the sampler come +anchor[=W] and/or +mlm[=W], once each, got {'+'.join(rest)!r}")
+    names = {name for name, _, _ in losses}
+    if len(names) != len(losses) or not names <= {"anchor", "relation", "mlm"}:
+        raise bad(f"after the sampler come +anchor[=W], +relation[=W] and/or +mlm[=W], once each, "
+                  f"got {'+'.join(rest)!r}")
     for loss, has_value, value in losses:
         arm[loss] = True
         if has_value:
@@ -173,8 +178,8 @@ class StudyConfig(HybridTrainingConfig):
                 raise ConfigError(f"the dapt-{'anchored-' if kind == 'anchored' else ''}* arms need --{flag} (a "
                                   f"`hf-hybrid dapt` output folder) or --{'anchored_' if kind == 'anchored' else ''}"
                                   "dapt_config")
-        if any(arm.anchor for arm in arms) and not self.anchor_text:
-            raise ConfigError("the +anchor arms need --anchor_text and --anchor_weight")
+        if any(arm.anchor or arm.relation for arm in arms) and not self.anchor_text:
+            raise ConfigError("the +anchor and +relation arms need --anchor_text (their replay texts)")
         if any(arm.mlm for arm in arms) and not self.mlm_text:
             raise ConfigError("the +mlm arms need --mlm_text and --mlm_weight")
 
@@ -213,9 +218,12 @@ class StudyRun:
                       anchor_weight=(cfg.anchor_weight if arm.anchor_weight is None else arm.anchor_weight)
                       if arm.anchor else 0.0,
                       mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
+                      relation_weight=(cfg.relation_weight if arm.relation_weight is None else arm.relation_weight)
+                      if arm.relation else 0.0,
                       seed=cfg.seed if arm.seed is None else arm.seed)
-        for loss in ("anchor", "mlm"):  # the settings of a loss that is off change nothing: left at their defaults
-            if not getattr(arm, loss):
+        # the settings of a loss that is off change nothing: left out (the relational anchor uses the anchor's texts)
+        for loss, used in (("anchor", arm.anchor or arm.relation), ("mlm", arm.mlm)):
+            if not used:
                 values = {k: v for k, v in values.items() if not k.startswith(f"{loss}_") or k == f"{loss}_weight"}
         return values
 
@@ -326,8 +334,10 @@ SETTINGS_FILE = "arm_settings.json"
 
 
 def _check_same(saved: dict, values: dict, folder: Path, option: str) -> None:
-    """Results or a model are reused only if they were made with these settings."""
-    differ = [key for key in values if key not in UNRECORDED and saved.get(key) != values[key]]
+    """Results or a model are reused only if they were made with these settings (a setting newer than them
+    counts as its default)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(HybridTrainingConfig)}
+    differ = [key for key in values if key not in UNRECORDED and saved.get(key, defaults.get(key)) != values[key]]
     if differ:
         key = differ[0]
         raise ConfigError(f"{folder} was made with other settings ({key}: {saved.get(key)!r}, now {values[key]!r}): "

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from hf_hybrid.data.parallel_qa import load_parallel_qa
 from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.models.encoder import Encoder
-from hf_hybrid.training.auxiliary import AnchorArgs, AnchorReplay, source_texts
+from hf_hybrid.training.auxiliary import AnchorArgs, AnchorReplay, relation_loss, source_texts
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
 LANGS = ["en", "de", "sw"]
@@ -61,6 +61,66 @@ def test_the_anchor_keeps_replay_texts_near_the_starting_model(tiny_model_dir, t
     assert drift_anchored < 0.5 * drift_plain, (drift_anchored, drift_plain)
     log = [json.loads(line) for line in (anchored / "train_log.jsonl").read_text().splitlines()]
     assert all("anchor_loss" in r and r["anchor_loss"] >= 0 for r in log)
+
+
+def test_the_relational_anchor_ranks_one_languages_passages_for_anothers_queries(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 6, 0, "anchor_text")
+    every = [t for docs in texts.values() for t in docs]
+    replay = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=8), 512, seed=0, anchor=False,
+                                relation_temperature=0.05)
+    assert replay.kinds == ("query", "passage") and replay.anchored == 0
+    assert replay.ids == encoder.token_ids(every, "query", 128) + encoder.token_ids(every, "passage", 128)
+    pairs = set()
+    for step in range(1, 7):
+        batch = replay.batch(step)
+        assert "chunks" not in batch  # no anchor rows
+        queries, passages = batch["relation"]["queries"], batch["relation"]["passages"]
+        assert len(queries["langs"]) == len(passages["langs"]) == 4
+        assert len(set(queries["langs"])) == len(set(passages["langs"])) == 1 != len(
+            set(queries["langs"] + passages["langs"]))
+        pairs.add((queries["langs"][0], passages["langs"][0]))
+    assert len(pairs) > 1 and replay.batch(3)["relation"]["queries"]["langs"] == \
+        replay.batch(3)["relation"]["queries"]["langs"]
+    encoder.eval()
+    batch = replay.batch(1)
+    with torch.no_grad():
+        assert abs(replay.relation_loss(encoder, batch, "cpu").item()) < 1e-6  # the start is its own teacher
+        for p in encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        moved = replay.relation_loss(encoder, batch, "cpu").item()
+        q, d = (batch["relation"][side]["chunks"].embed(encoder, batch["relation"][side]["langs"], "cpu")
+                for side in ("queries", "passages"))
+    teacher = (batch["relation"]["queries"]["targets"] @ batch["relation"]["passages"]["targets"].T / 0.05).softmax(-1)
+    student = (q @ d.T / 0.05).log_softmax(-1)
+    expected = (teacher * (teacher.log() - student)).sum(-1).mean().item()
+    assert moved > 0 and moved == pytest.approx(expected, rel=1e-4)
+
+
+def test_the_relational_anchor_is_blind_to_a_rotation_of_the_whole_space():
+    queries, passages = torch.nn.functional.normalize(torch.randn(2, 5, 16), dim=-1)
+    rotation = torch.linalg.qr(torch.randn(16, 16))[0]
+    assert relation_loss(queries @ rotation, passages @ rotation, queries, passages, 0.05).item() < 1e-5
+    assert relation_loss(queries, passages.roll(1, 0), queries, passages, 0.05).item() > 0.1
+
+
+def test_fine_tuning_with_the_relational_anchor_keeps_the_starting_rankings(tiny_model_dir, tmp_path):
+    relation = dict(anchor_text=["train"], anchor_batch_size=8, anchor_texts_per_language=6)
+    plain = train(config(tiny_model_dir, tmp_path / "plain", max_steps=24))
+    kept = train(config(tiny_model_dir, tmp_path / "kept", max_steps=24, relation_weight=50.0, **relation))
+    log = [json.loads(line) for line in (kept / "train_log.jsonl").read_text().splitlines()]
+    assert all(r["relation_loss"] >= 0 and "anchor_loss" not in r for r in log)
+    # the replay texts training drew (the config's seed), in batches it did not draw
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 6, 42, "anchor_text")
+    replay = AnchorReplay.build(Encoder.from_pretrained(str(tiny_model_dir)), texts, AnchorArgs(anchor_batch_size=8),
+                                512, seed=0, anchor=False, relation_temperature=0.05)
+
+    def divergence(model_dir) -> float:
+        encoder = Encoder.from_pretrained(str(model_dir)).eval()
+        with torch.no_grad():
+            return sum(replay.relation_loss(encoder, replay.batch(step), "cpu").item() for step in range(20))
+
+    assert divergence(kept) < 0.7 * divergence(plain), (divergence(kept), divergence(plain))
 
 
 def test_joint_mlm_trains_its_head_and_leaves_it_out_of_the_saved_model(tiny_model_dir, tmp_path, caplog):
@@ -127,6 +187,8 @@ def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
     ({"anchor_weight": -1.0}, "anchor_weight must be at least 0, got -1.0"),
     ({"mlm_weight": -0.5}, "mlm_weight must be at least 0, got -0.5"),
     ({"anchor_weight": 1.0}, "anchor_weight 1.0 needs --anchor_text"),
+    ({"relation_weight": -2.0}, "relation_weight must be at least 0, got -2.0"),
+    ({"relation_weight": 1.0}, "relation_weight 1.0 needs --anchor_text"),
     ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
     ({"anchor_prompts": ["document"]}, "anchor_prompts: expected query and/or passage, got document"),
 ])

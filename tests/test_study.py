@@ -68,12 +68,15 @@ def test_parse_arm_grammar_and_its_errors():
     arm = parse_arm("hybrid+mlm=0.5+anchor=20@0.6")
     assert (arm.anchor_weight, arm.mlm_weight, arm.weight) == (20.0, 0.5, 0.6)
     assert arm.model_key == "hybrid+mlm=0.5+anchor=20"
+    arm = parse_arm("hybrid+relation=2@0.5")
+    assert (arm.relation, arm.relation_weight, arm.anchor, arm.weight) == (True, 2.0, False, 0.5)
     for name, why in [("hybrid+anchor+anchor", "once each"), ("base+hybrid", "takes no +"),
                       ("hybrid@1.5", r"in \[0, 1\], got 1.5"), ("hybrid@x", "'x' is not a number"),
                       ("hybrid#4.5", "not a whole number"), ("dapt-route+hybrid@0.5", "routed arm"),
                       ("dapt-merge@0.5", "only a fine-tuned arm"), ("hybrid+dropout", "once each"),
                       ("dapt-mix", "neither base"),
-                      ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0")]:
+                      ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0"),
+                      ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "once each")]:
         with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
             parse_arm(name)
 
@@ -158,3 +161,8 @@ def test_the_settings_of_a_loss_that_is_off_do_not_hold_an_arm_back(tiny_model_d
     run_study(StudyConfig(arms=["hybrid"], **{**common, "anchor_prompts": ["query", "passage"]}))
     with pytest.raises(ConfigError, match=r"hybrid\+anchor was made with other settings \(anchor_prompts: "):
         run_study(StudyConfig(arms=["hybrid+anchor"], **{**common, "anchor_prompts": ["query", "passage"]}))
+    # results recorded before a setting existed stand while it is at its default
+    for arm in ("hybrid", "hybrid+anchor"):
+        path = tmp_path / "a" / "fold0" / arm / "arm_settings.json"
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "relation_weight"}))
+    run_study(StudyConfig(arms=["hybrid", "hybrid+anchor"], **common))

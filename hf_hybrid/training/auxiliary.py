@@ -4,6 +4,14 @@
   near the starting model's; the loss is the squared distance of the normalised embeddings (2 - 2 cos), the starting
   model's embeddings computed once, before training, on the same truncated tokens, under the passage prompt (on
   the dev split, anchoring the query prompt too cost FLORES X->en three times as much: docs/study.md).
+- **Relational anchor** (score distillation, as in RocketQAv2 or ColBERTv2, from the starting model): each step
+  draws a query language and a passage language of the replay texts, and keeps the fine-tuned model's
+  query->passage score distribution (softmax at the contrastive temperature, over that step's passages of the one
+  language) near the starting model's (KL). Unlike the anchor it lets the space move as a whole and lets languages
+  move relative to each other (one language's passages are ranked at a time, so the starting model's language
+  bias is not kept); it keeps how a query of one language ranks another language's text. On the dev split the
+  FLORES en->X loss of hybrid training sat on the English query side: hybrid's English queries ranked the
+  starting model's Oromo passages as badly as their own (docs/study.md).
 - **Joint masked LM** (LASER3's MLM beside distillation; MAFT's mixed-language adaptation): a masked-LM loss on
   low-resource (and high-resource) text in the same step, on the same trainable parameters, through an MLM head whose
   decoder is the word-embedding matrix; a checkpoint without a head gets one fitted first with the encoder frozen,
@@ -67,6 +75,9 @@ class AuxiliaryArgs(AnchorArgs):
                 f"'{TRAIN_TEXT}' (the training rows' own texts)"})
     anchor_languages: list[str] | None = field(default=None, metadata={
         "help": "replay languages of the text sources (default: the 13 FLORES low-resource languages they have)"})
+    relation_weight: float = field(default=0.0, metadata={
+        "help": "weight of the relational anchor on the --anchor_text replay texts: the starting model's "
+                "query->passage score distributions, one query and one passage language per step (0: off)"})
     mlm_weight: float = field(default=0.0, metadata={
         "help": "weight of a masked-LM loss on --mlm_text in the same step (0: off; one process)"})
     mlm_text: list[str] | None = field(default=None, metadata={
@@ -83,12 +94,13 @@ class AuxiliaryArgs(AnchorArgs):
 
     def __post_init__(self):
         super().__post_init__()
-        at_least(self, 0, "mlm_weight", "mlm_head_steps")
+        at_least(self, 0, "mlm_weight", "mlm_head_steps", "relation_weight")
         at_least(self, 1, "mlm_batch_size", "mlm_sequences_per_language")
         at_least(self, 8, "mlm_max_length")
-        if self.anchor_weight > 0 and not self.anchor_text:
-            raise ConfigError(f"anchor_weight {self.anchor_weight} needs --anchor_text (text sources, or "
-                              f"'{TRAIN_TEXT}' for the training rows' texts)")
+        for option in ("anchor_weight", "relation_weight"):
+            if getattr(self, option) > 0 and not self.anchor_text:
+                raise ConfigError(f"{option} {getattr(self, option)} needs --anchor_text (text sources, or "
+                                  f"'{TRAIN_TEXT}' for the training rows' texts)")
         if self.mlm_weight > 0 and not self.mlm_text:
             raise ConfigError(f"mlm_weight {self.mlm_weight} needs --mlm_text (text sources, or '{TRAIN_TEXT}')")
 
@@ -127,24 +139,43 @@ def anchor_loss(embeddings: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
     return (embeddings.float() - targets).pow(2).sum(-1).mean()
 
 
+def relation_loss(queries: torch.Tensor, passages: torch.Tensor, target_queries: torch.Tensor,
+                  target_passages: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL from the starting model's query->passage score distributions to the model's, per query."""
+    scores = queries.float() @ passages.float().T / temperature
+    targets = target_queries @ target_passages.T / temperature
+    return torch.nn.functional.kl_div(scores.log_softmax(-1), targets.log_softmax(-1), log_target=True,
+                                      reduction="batchmean")
+
+
 class AnchorReplay:
-    """Replay texts (token ids, languages) with the starting model's embeddings of them."""
+    """Replay texts (token ids under each prompt kind, languages) with the starting model's embeddings of them.
+    `ids` and `targets` hold every text under `kinds[0]`, then under `kinds[1]`; the anchor draws from the first
+    `anchored` kinds (its prompts), the relational anchor from the query and passage kinds."""
 
     def __init__(self, ids: list[list[int]], langs: list[str], targets: torch.Tensor, batch_size: int,
-                 pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None):
+                 pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None,
+                 kinds: tuple[str, ...] = ("passage",), anchored: int = 1, temperature: float | None = None):
         self.ids, self.langs, self.targets = ids, langs, targets
         self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
-        self.seed, self.rank = seed, rank
+        self.seed, self.rank, self.kinds, self.anchored, self.temperature = seed, rank, kinds, anchored, temperature
+        n = len(langs) // len(kinds)
+        self.by_lang: dict[str, list[int]] = {}
+        for i, lang in enumerate(langs[:n]):
+            self.by_lang.setdefault(lang, []).append(i)
 
     @classmethod
     @torch.no_grad()
     def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
-              rank: int = 0, max_rows: int | None = None) -> AnchorReplay:
+              rank: int = 0, max_rows: int | None = None, anchor: bool = True,
+              relation_temperature: float | None = None) -> AnchorReplay:
         """The starting model's embeddings of `texts` under each prompt (eval mode: no dropout), on the tokens
-        training will see."""
+        training will see: the anchor's prompts (when `anchor`), and query and passage for the relational anchor
+        (when a `relation_temperature` is given)."""
+        anchored = list(args.anchor_prompts) if anchor else []
+        kinds = anchored + [k for k in TEXT_KINDS if relation_temperature is not None and k not in anchored]
         ids, langs = [], []
-        prompts = args.anchor_prompts
-        for kind in prompts:
+        for kind in kinds:
             for lang, docs in texts.items():
                 ids += encoder.token_ids(docs, kind, args.anchor_max_length)
                 langs += [lang] * len(docs)
@@ -154,20 +185,54 @@ class AnchorReplay:
         targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
             encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
         encoder.train(was_training)
-        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts", len(ids) // len(prompts),
-                    len(texts), ", ".join(texts), " and ".join(prompts))
-        return cls(ids, langs, targets, min(args.anchor_batch_size, len(ids)), pad_id, max_tokens, seed, rank,
-                   max_rows)
+        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts%s", len(ids) // len(kinds),
+                    len(texts), ", ".join(texts), " and ".join(kinds),
+                    "" if relation_temperature is None else ", with the relational anchor")
+        texts_count = len(ids) // len(kinds)
+        if relation_temperature is not None and texts_count < 2:
+            raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
+        return cls(ids, langs, targets, min(args.anchor_batch_size, texts_count * max(len(anchored), 1)), pad_id,
+                   max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature)
 
-    def batch(self, step: int) -> dict:
-        picked = torch.randperm(len(self.ids), generator=_step_generator(self.seed, step, self.rank))
-        picked = picked[: self.batch_size].tolist()
+    def _rows(self, picked: list[int]) -> dict:
         return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
                 "langs": [self.langs[i] for i in picked], "targets": self.targets[picked]}
+
+    def batch(self, step: int) -> dict:
+        """The step's anchor rows (`batch_size` texts under the anchor's prompts) and relational rows (half the
+        batch of one language as queries, half of another language as passages)."""
+        batch = {}
+        if self.anchored:
+            picked = torch.randperm(len(self.ids) // len(self.kinds) * self.anchored,
+                                    generator=_step_generator(self.seed, step, self.rank))
+            batch.update(self._rows(picked[: self.batch_size].tolist()))
+        if self.temperature is not None:
+            generator = _step_generator(self.seed + 1, step, self.rank)
+            langs = sorted(self.by_lang)
+            query_lang = langs[torch.randint(len(langs), (1,), generator=generator).item()]
+            others = [lang for lang in langs if lang != query_lang] or langs
+            passage_lang = others[torch.randint(len(others), (1,), generator=generator).item()]
+            half = max(1, self.batch_size // 2)
+            queries, passages = ([self.by_lang[lang][i] for i in torch.randperm(
+                len(self.by_lang[lang]), generator=generator)] for lang in (query_lang, passage_lang))
+            if query_lang == passage_lang:  # one replay language: two halves of its texts
+                half = min(half, len(queries) // 2)
+                queries, passages = queries[:half], queries[half:]
+            n = len(self.ids) // len(self.kinds)
+            query_at, passage_at = n * self.kinds.index("query"), n * self.kinds.index("passage")
+            batch["relation"] = {"queries": self._rows([query_at + i for i in queries[:half]]),
+                                 "passages": self._rows([passage_at + i for i in passages[:half]])}
+        return batch
 
     def loss(self, model, batch: dict, device) -> torch.Tensor:
         embeddings = batch["chunks"].embed(model, batch["langs"], device)
         return anchor_loss(embeddings, batch["targets"].to(device))
+
+    def relation_loss(self, model, batch: dict, device) -> torch.Tensor:
+        queries, passages = (batch["relation"][side] for side in ("queries", "passages"))
+        return relation_loss(queries["chunks"].embed(model, queries["langs"], device),
+                             passages["chunks"].embed(model, passages["langs"], device),
+                             queries["targets"].to(device), passages["targets"].to(device), self.temperature)
 
 
 def plain_model(model):
@@ -253,8 +318,9 @@ def with_replay(batches, start: int, anchor: AnchorReplay | None, mlm: JointMLM 
 
 
 def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, anchor_weight: float,
-                   mlm: JointMLM | None, mlm_weight: float, embedder=None):
-    """The contrastive `forward_backward` with the anchor and MLM losses before it, each with its own backward
+                   mlm: JointMLM | None, mlm_weight: float, embedder=None, relation_weight: float = 0.0):
+    """The contrastive `forward_backward` with the anchor, relational-anchor and MLM losses before it, each with its
+    own backward
     (memory holds one graph at a time); gradients are synchronised once, by the contrastive backward. The replay
     batch goes through `embedder` when given (DAPT: an `Encoder` around the MLM model being trained), else
     through the trained model."""
@@ -265,11 +331,13 @@ def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, a
     def step(model, batch, backward):
         parts = {}
         with accelerator.no_sync(model):
-            if anchor is not None:
-                with record_function("anchor"):
-                    loss = anchor.loss(model if embedder is None else embedder, batch["anchor"], device)
-                    backward(anchor_weight * loss)
-                parts["anchor_loss"] = loss.detach()
+            for name, weight in (("anchor", anchor_weight), ("relation", relation_weight)):
+                if anchor is not None and weight > 0:
+                    with record_function(name):
+                        loss = getattr(anchor, "loss" if name == "anchor" else "relation_loss")(
+                            model if embedder is None else embedder, batch["anchor"], device)
+                        backward(weight * loss)
+                    parts[f"{name}_loss"] = loss.detach()
             if mlm is not None:
                 with record_function("mlm"):
                     loss = mlm.loss(batch["mlm"], device)
@@ -283,14 +351,16 @@ def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, a
 
 
 def build_auxiliary(cfg: AuxiliaryArgs, encoder, train_rows, accelerator, max_tokens: int, model_name: str,
-                    seed: int, max_rows: int | None = None) -> tuple[AnchorReplay | None, JointMLM | None]:
+                    seed: int, temperature: float, max_rows: int | None = None,
+                    ) -> tuple[AnchorReplay | None, JointMLM | None]:
     """The replay and MLM streams a config asks for (None for each it does not), the encoder on its device."""
     anchor = mlm = None
-    if cfg.anchor_weight > 0:
+    if cfg.anchor_weight > 0 or cfg.relation_weight > 0:
         texts = source_texts(cfg.anchor_text, cfg.anchor_languages, train_rows, cfg.exclude,
                              cfg.anchor_texts_per_language, seed, "anchor_text")
         anchor = AnchorReplay.build(encoder, texts, cfg, max(max_tokens, cfg.anchor_max_length), seed,
-                                    accelerator.process_index, max_rows)
+                                    accelerator.process_index, max_rows, anchor=cfg.anchor_weight > 0,
+                                    relation_temperature=temperature if cfg.relation_weight > 0 else None)
     if cfg.mlm_weight > 0:
         if accelerator.num_processes > 1:
             raise ConfigError("mlm_weight > 0 runs in one process (its head is trained beside the DDP-wrapped "

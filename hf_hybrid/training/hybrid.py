@@ -344,13 +344,14 @@ def build_run(cfg: HybridTrainingConfig) -> Run:
     loader = get_dataloader(cfg, data, encoder, sampler, accelerator)
     encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     anchor, mlm = build_auxiliary(cfg, encoder, data, accelerator, chunk_budget(cfg, accelerator.device), cfg.model,
-                                  cfg.seed, cfg.mini_batch_size)
+                                  cfg.seed, cfg.temperature, cfg.mini_batch_size)
     sparse_embedding_gradient(encoder, accelerator)
     params = [p for p in encoder.parameters() if p.requires_grad]
     model, optimizer, scheduler = prepare(accelerator, encoder, params, cfg, cfg.max_steps, cfg.learning_rate)
     forward_backward = contrastive_step(InBatchNegativesLoss(cfg.temperature), accelerator,
                                         cached=cfg.mini_batch_size is not None)
-    forward_backward = with_auxiliary(forward_backward, accelerator, anchor, cfg.anchor_weight, mlm, cfg.mlm_weight)
+    forward_backward = with_auxiliary(forward_backward, accelerator, anchor, cfg.anchor_weight, mlm, cfg.mlm_weight,
+                                      relation_weight=cfg.relation_weight)
     return Run(accelerator, data, sampler, loader, model, optimizer, scheduler, forward_backward, params, anchor, mlm)
 
 
