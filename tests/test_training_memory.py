@@ -70,8 +70,8 @@ def _saved_bytes(model, monkeypatch) -> int:
         if isinstance(t, torch.Tensor):
             saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
         else:  # a recomputed output: what it is computed from is kept
-            for x, _ in t[1]:
-                count(x)
+            for x in t.inputs:
+                count(x if isinstance(x, memory._Recipe) else x[0])
         return t
 
     lean_pack = memory.Recomputed.pack
@@ -183,3 +183,30 @@ def test_threads_share_one_malloc_arena_on_glibc():
         return
     assert runs[0][0] == "True"
     assert int(runs[0][1]) < int(runs[1][1])  # the threads' own arenas (each with a reserved, unmapped tail) are gone
+
+
+def _lora_bert():
+    from peft import LoraConfig, get_peft_model
+
+    model = _bert()
+    model.config._attn_implementation = "sdpa"
+    return get_peft_model(model, LoraConfig(r=4, target_modules=["query", "key", "value", "dense"], lora_dropout=0.1))
+
+
+def test_lora_layers_keep_their_input_and_mask_instead_of_its_dropped_copy(monkeypatch):
+    lean, without_recipes, reference = _lora_bert(), _lora_bert(), _lora_bert()
+    lean_training(lean)
+    loss, grads = _step(lean)
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.nn.functional, "dropout", _bool_mask_dropout)
+        ref_loss, ref_grads = _step(reference)
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
+    assert grads.keys() == ref_grads.keys() and all("lora_" in name for name in grads) and len(grads) == 24
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    lean_training(without_recipes)
+    for module in without_recipes.modules():
+        if isinstance(module, BoolMaskDropout):
+            module.recomputed = None  # dropped copies kept, as before
+    # query, key and value each kept a dropped copy of one input: now the input and three bool masks
+    assert _saved_bytes(lean, monkeypatch) < 0.85 * _saved_bytes(without_recipes, monkeypatch)

@@ -14,6 +14,9 @@ import ctypes
 import ctypes.util
 import platform
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import nn
@@ -47,11 +50,19 @@ class _BoolMaskDropout(torch.autograd.Function):
 
 
 class BoolMaskDropout(nn.Dropout):
-    """nn.Dropout that keeps a bool mask (not float32) for the backward pass when it trains on CPU."""
+    """nn.Dropout that keeps a bool mask (not float32) for the backward pass when it trains on CPU. Under
+    `lean_training` its output is computed again from its input and mask where a later layer keeps it (peft's LoRA
+    layers keep the dropped copy of their input: three copies of one input for query, key and value)."""
+
+    recomputed: Recomputed | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training and 0 < self.p < 1 and x.device.type == "cpu" and not self.inplace:
-            return _BoolMaskDropout.apply(x, _keep_mask(x, self.p), 1 / (1 - self.p))
+            keep, scale = _keep_mask(x, self.p), 1 / (1 - self.p)
+            out = _BoolMaskDropout.apply(x, keep, scale)
+            if self.recomputed is not None:
+                self.recomputed.record(out, partial(_masked, keep=keep, scale=scale), x)
+            return out
         return super().forward(x)
 
 
@@ -104,11 +115,37 @@ AttentionInterface.register(LEAN_ATTENTION, lean_attention_forward)
 AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)  # without one, transformers would pass no mask
 
 
+@dataclass
+class _Recipe:
+    """How to compute a kept activation again: `fn` of inputs, each a tensor with the version it had (checked on
+    use) or a recipe itself, viewed as the tensor that was saved."""
+
+    fn: Callable
+    inputs: list
+    shape: torch.Size
+    stride: tuple
+    offset: int
+
+    def compute(self) -> torch.Tensor:
+        args = []
+        for x in self.inputs:
+            if isinstance(x, _Recipe):
+                args.append(x.compute())
+                continue
+            tensor, version = x
+            if tensor._version != version:
+                raise RuntimeError("an input of a recomputed activation was modified in place after the forward "
+                                   "pass")
+            args.append(tensor)
+        return self.fn(*args).as_strided(self.shape, self.stride, self.offset)
+
+
 class Recomputed:
     """Within a training forward pass of the model, outputs that are cheap to compute again from a tensor the
-    backward pass keeps anyway (a GELU's, from its input) are not kept for a later layer's backward pass: the
-    saved-tensor pack hook swaps such an output (or a view of it) for the recipe, and the unpack hook computes it
-    again. Other saved tensors pass unchanged. A layer saves its input right after it is made, so only the last
+    backward pass keeps anyway (a GELU's, from its input; a dropout's, from its input and bool mask) are not kept
+    for a later layer's backward pass: the saved-tensor pack hook swaps such an output (or a view of it) for its
+    recipe, and the unpack hook computes it again. A recipe's input that is itself such an output is kept as its
+    recipe. Other saved tensors pass unchanged. A layer saves its input right after it is made, so only the last
     few outputs are remembered (holding them holds their memory)."""
 
     REMEMBERED = 4
@@ -119,25 +156,23 @@ class Recomputed:
 
     def record(self, output: torch.Tensor, fn, *inputs: torch.Tensor) -> None:
         if self.hooks and torch.is_grad_enabled():
-            self.outputs[output.untyped_storage().data_ptr()] = (
-                output, output._version, fn, [(t, t._version) for t in inputs])
+            kept = [self._recipe(t) or (t, t._version) for t in inputs]
+            self.outputs[output.untyped_storage().data_ptr()] = (output, output._version, fn, kept)
             while len(self.outputs) > self.REMEMBERED:
                 self.outputs.popitem(last=False)
 
-    def pack(self, t: torch.Tensor):
+    def _recipe(self, t: torch.Tensor) -> _Recipe | None:
         found = self.outputs.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
         if found is None or found[1] != t._version:
-            return t
-        return found[2], found[3], t.shape, t.stride(), t.storage_offset()
+            return None
+        return _Recipe(found[2], found[3], t.shape, t.stride(), t.storage_offset())
+
+    def pack(self, t: torch.Tensor):
+        return self._recipe(t) or t
 
     @staticmethod
     def unpack(packed):
-        if isinstance(packed, torch.Tensor):
-            return packed
-        fn, inputs, shape, stride, offset = packed
-        if any(x._version != version for x, version in inputs):
-            raise RuntimeError("an input of a recomputed activation was modified in place after the forward pass")
-        return fn(*(x for x, _ in inputs)).as_strided(shape, stride, offset)
+        return packed.compute() if isinstance(packed, _Recipe) else packed
 
     def enter(self, module, args) -> None:
         if module.training and torch.is_grad_enabled():
@@ -154,12 +189,14 @@ class Recomputed:
 
 def lean_training(model: nn.Module) -> None:
     """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), lean attention where it runs
-    transformers' `sdpa` (the saved config is unaffected: the attention setting is not written), and GELU outputs
-    computed again in the backward pass instead of kept."""
+    transformers' `sdpa` (the saved config is unaffected: the attention setting is not written), and GELU and
+    dropout outputs computed again in the backward pass instead of kept."""
     recomputed = Recomputed()
     for module in model.modules():
         if type(module) is nn.Dropout:
             module.__class__ = BoolMaskDropout
+        if isinstance(module, BoolMaskDropout):
+            module.recomputed = recomputed
         if isinstance(module, (nn.GELU, GELUActivation)):
             module.register_forward_hook(lambda m, args, out: recomputed.record(out, m.forward, args[0]))
         config = getattr(module, "config", None)
