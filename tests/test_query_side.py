@@ -28,10 +28,13 @@ def test_reciprocal_rank_of_each_querys_own_passage():
 def test_the_same_model_on_both_sides_gives_one_score_per_language(tiny_model_dir, tmp_path, capsys):
     sib = write_sib(tmp_path / "sib")
     model = str(tiny_model_dir)
-    assert _script().main(["--base", model, "--tuned", model, "--flores", str(sib), "--languages", "hau"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ha |")]
-    cells = rows[0].strip("| ").split(" | ")[1:]
-    assert len(cells) == 4 and len(set(cells)) == 1 and 0.5 <= float(cells[0]) <= 1.0
+    for direction in ("en-x", "x-en"):
+        assert _script().main(["--base", model, "--tuned", model, "--flores", str(sib), "--languages", "hau",
+                               "--direction", direction]) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"FLORES {direction}, mean reciprocal rank")
+        cells = [line for line in out.splitlines() if line.startswith("| ha |")][0].strip("| ").split(" | ")[1:]
+        assert len(cells) == 4 and len(set(cells)) == 1 and 0.5 <= float(cells[0]) <= 1.0
 
 
 def test_an_unknown_language_is_one_error_line(tiny_model_dir, tmp_path, capsys):

@@ -1,6 +1,7 @@
-"""Which side of FLORES en->X retrieval a fine-tuned model lost: English queries of one model against the other
-model's X sentences, on SIB-200's `train` split (dev data). Each English sentence has one relevant X sentence (its
-translation), so average precision is its reciprocal rank; the table gives the mean.
+"""Which side of FLORES retrieval a fine-tuned model lost: queries of one model against the other model's
+passages, on SIB-200's `train` split (dev data); `--direction en-x` (English queries, X sentences as passages) or
+`x-en`. Each query has one relevant sentence (its translation), so average precision is its reciprocal rank; the
+table gives the mean.
 
     python recipes/robust/query_side.py --tuned outputs/robust/models/fold0/hybrid --languages gaz hau som
 
@@ -33,6 +34,7 @@ def main(argv) -> int:
     parser.add_argument("--tuned", required=True)
     parser.add_argument("--flores", default="../shared/data/sib-200")
     parser.add_argument("--languages", nargs="+", default=["gaz", "hau", "som"])
+    parser.add_argument("--direction", choices=["en-x", "x-en"], default="en-x")
     args = parser.parse_args(argv)
     rows = load_flores(args.flores, ["eng", *args.languages], splits=("train",))
     texts: dict[str, dict[str, str]] = {}
@@ -40,17 +42,20 @@ def main(argv) -> int:
         texts.setdefault(row["lang"], {})[row["group_id"]] = row["query"]
     groups = sorted(texts["en"])
     langs = [lang for lang in texts if lang != "en"]
+    english, other = ("query", "passage") if args.direction == "en-x" else ("passage", "query")
     embeddings = {}
     for name, path in (("base", args.base), ("tuned", args.tuned)):
         encoder = Encoder.from_pretrained(path).eval()
-        embeddings[name, "en"] = encoder.encode([texts["en"][g] for g in groups], "query")
+        embeddings[name, "en"] = encoder.encode([texts["en"][g] for g in groups], english)
         for lang in langs:
-            embeddings[name, lang] = encoder.encode([texts[lang][g] for g in groups], "passage")
+            embeddings[name, lang] = encoder.encode([texts[lang][g] for g in groups], other)
     pairs = [("base", "base"), ("tuned", "tuned"), ("tuned", "base"), ("base", "tuned")]
+    print(f"FLORES {args.direction}, mean reciprocal rank on SIB-200 train\n")
     print("| language | " + " | ".join(f"{q} queries, {p} passages" for q, p in pairs) + " |")
     print("|---" * (len(pairs) + 1) + "|")
     for lang in langs:
-        cells = [f"{reciprocal_rank(embeddings[q, 'en'], embeddings[p, lang]):.3f}" for q, p in pairs]
+        query_side, passage_side = ("en", lang) if args.direction == "en-x" else (lang, "en")
+        cells = [f"{reciprocal_rank(embeddings[q, query_side], embeddings[p, passage_side]):.3f}" for q, p in pairs]
         print(f"| {lang} | " + " | ".join(cells) + " |")
     return 0
 
