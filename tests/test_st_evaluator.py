@@ -27,12 +27,13 @@ def test_scores_as_hf_hybrid_eval_does(tiny_model_dir, tmp_path):
     metrics = evaluator(SentenceTransformer(str(tiny_model_dir)), output_path=str(tmp_path), epoch=1, steps=7)
     toolkit = run_evaluation(EvalConfig(model=str(tiny_model_dir), data="demo", languages=LANGUAGES))
     assert evaluator.primary_metric == "demo_multilingual_map"
+    # ranks of near-tied candidates follow float rounding, and sentence-transformers batches texts differently:
+    # with the tiny random model a mAP once differed by 4e-7 in a full CI run (it passes alone at 1e-9)
     for name, setting in (("multilingual", "multilingual"), ("cross_lingual", "cross-lingual"),
                           ("monolingual", "monolingual")):
-        assert metrics[f"demo_{name}_map"] == pytest.approx(toolkit[setting]["average"]["map"], abs=1e-9)
+        assert metrics[f"demo_{name}_map"] == pytest.approx(toolkit[setting]["average"]["map"], abs=1e-5)
     bias = toolkit["multilingual"]["bias"]
-    assert metrics["demo_same_language_share"] == pytest.approx(bias["same_language_share_mean"], abs=1e-9)
-    # ranks of near-tied candidates follow float rounding, and sentence-transformers batches texts differently
+    assert metrics["demo_same_language_share"] == pytest.approx(bias["same_language_share_mean"], abs=1e-5)
     assert metrics["demo_rank_correlation"] == pytest.approx(bias["rank_correlation_mean"], abs=1e-5)
     written = json.loads((tmp_path / "demo_parallel_retrieval_results.json").read_text())
     assert written["steps"] == 7 and written["languages"] == sorted(LANGUAGES)
