@@ -9,7 +9,8 @@ Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned fro
 `dapt-route` (the --adapters merged into the base / routed by language) and `dapt-anchored-merge` /
 `dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
 (the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`), `+relation` (the relational anchor on the
-same replay texts, at --relation_weight or W) and `+mlm` (the --mlm_text loss at --mlm_weight, or `+mlm=W`).
+same replay texts, at --relation_weight or W; `+relation-unseen`: with --relation_pairs unseen) and `+mlm` (the
+--mlm_text loss at --mlm_weight, or `+mlm=W`).
 A fine-tuned arm may end in `@W`: its model interpolated with the fine-tuning's starting model at weight W
 (`hf-hybrid interpolate`), and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`,
 `arm@0.7` for every fine-tuned arm. With `--models_dir`, trained models are kept there and reused, so a dev study
@@ -62,6 +63,7 @@ class Arm:
     relation: bool = False
     anchor_weight: float | None = None  # +anchor=W; None: the study's --anchor_weight
     relation_weight: float | None = None  # +relation=W; None: the study's --relation_weight
+    relation_pairs: str | None = None  # "unseen" for +relation-unseen; None: the study's --relation_pairs
     mlm_weight: float | None = None  # +mlm=W; None: the study's --mlm_weight
     weight: float | None = None  # interpolation weight with the starting model
     seed: int | None = None
@@ -72,8 +74,8 @@ class Arm:
         return re.sub(r"@[^#]*", "", self.name)
 
 
-ARM_HELP = ("base, <sampler>[+anchor[=W]][+relation[=W]][+mlm[=W]], dapt[-anchored]-(merge|route)[+<sampler>"
-            "[+anchor[=W]][+relation[=W]][+mlm[=W]]], each "
+ARM_HELP = ("base, <sampler>[+anchor[=W]][+relation[-unseen][=W]][+mlm[=W]], dapt[-anchored]-(merge|route)"
+            "[+<sampler>[+anchor[=W]][+relation[-unseen][=W]][+mlm[=W]]], each "
             f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
             f"{', '.join(SAMPLERS)}")
 
@@ -103,11 +105,13 @@ def parse_arm(name: str) -> Arm:
                 raise bad(f"{rest[0]!r} is not a sampler")
             arm["sampler"], rest = rest[0], rest[1:]
     losses = [part.partition("=") for part in rest]
-    names = {name for name, _, _ in losses}
+    names = {"relation" if name == "relation-unseen" else name for name, _, _ in losses}
     if len(names) != len(losses) or not names <= {"anchor", "relation", "mlm"}:
-        raise bad(f"after the sampler come +anchor[=W], +relation[=W] and/or +mlm[=W], once each, "
+        raise bad(f"after the sampler come +anchor[=W], +relation[-unseen][=W] and/or +mlm[=W], once each, "
                   f"got {'+'.join(rest)!r}")
     for loss, has_value, value in losses:
+        if loss == "relation-unseen":
+            loss, arm["relation_pairs"] = "relation", "unseen"
         arm[loss] = True
         if has_value:
             try:
@@ -219,10 +223,10 @@ class StudyRun:
                       if arm.anchor else 0.0,
                       mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
                       relation_weight=(cfg.relation_weight if arm.relation_weight is None else arm.relation_weight)
-                      if arm.relation else 0.0,
+                      if arm.relation else 0.0, relation_pairs=arm.relation_pairs or cfg.relation_pairs,
                       seed=cfg.seed if arm.seed is None else arm.seed)
         # the settings of a loss that is off change nothing: left out (the relational anchor uses the anchor's texts)
-        for loss, used in (("anchor", arm.anchor or arm.relation), ("mlm", arm.mlm)):
+        for loss, used in (("anchor", arm.anchor or arm.relation), ("relation", arm.relation), ("mlm", arm.mlm)):
             if not used:
                 values = {k: v for k, v in values.items() if not k.startswith(f"{loss}_") or k == f"{loss}_weight"}
         return values

@@ -97,6 +97,20 @@ def test_the_relational_anchor_ranks_one_languages_passages_for_anothers_queries
     assert moved > 0 and moved == pytest.approx(expected, rel=1e-4)
 
 
+def test_unseen_relation_pairs_leave_the_training_languages_to_each_other(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 4, 0, "anchor_text")
+    replay = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=4), 512, seed=0, anchor=False,
+                                relation_temperature=0.05, seen=frozenset({"en", "de"}))
+    pairs = {tuple(replay.batch(step)["relation"][side]["langs"][0] for side in ("queries", "passages"))
+             for step in range(40)}
+    assert pairs == {("en", "sw"), ("de", "sw"), ("sw", "en"), ("sw", "de")}
+    with pytest.raises(DataError, match=r"relation_pairs unseen: every replay language \(de, en, sw\) is a "
+                                        r"training language"):
+        AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, anchor=False, relation_temperature=0.05,
+                           seen=frozenset(LANGS))
+
+
 def test_the_relational_anchor_is_blind_to_a_rotation_of_the_whole_space():
     queries, passages = torch.nn.functional.normalize(torch.randn(2, 5, 16), dim=-1)
     rotation = torch.linalg.qr(torch.randn(16, 16))[0]
@@ -189,6 +203,7 @@ def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
     ({"anchor_weight": 1.0}, "anchor_weight 1.0 needs --anchor_text"),
     ({"relation_weight": -2.0}, "relation_weight must be at least 0, got -2.0"),
     ({"relation_weight": 1.0}, "relation_weight 1.0 needs --anchor_text"),
+    ({"relation_pairs": "some"}, "relation_pairs: expected one of all, unseen, got 'some'"),
     ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
     ({"anchor_prompts": ["document"]}, "anchor_prompts: expected query and/or passage, got document"),
 ])

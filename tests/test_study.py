@@ -70,13 +70,17 @@ def test_parse_arm_grammar_and_its_errors():
     assert arm.model_key == "hybrid+mlm=0.5+anchor=20"
     arm = parse_arm("hybrid+relation=2@0.5")
     assert (arm.relation, arm.relation_weight, arm.anchor, arm.weight) == (True, 2.0, False, 0.5)
+    arm = parse_arm("hybrid+relation-unseen=5#43")
+    assert (arm.relation, arm.relation_pairs, arm.relation_weight, arm.seed) == (True, "unseen", 5.0, 43)
+    assert parse_arm("hybrid+relation").relation_pairs is None  # the study's --relation_pairs
     for name, why in [("hybrid+anchor+anchor", "once each"), ("base+hybrid", "takes no +"),
                       ("hybrid@1.5", r"in \[0, 1\], got 1.5"), ("hybrid@x", "'x' is not a number"),
                       ("hybrid#4.5", "not a whole number"), ("dapt-route+hybrid@0.5", "routed arm"),
                       ("dapt-merge@0.5", "only a fine-tuned arm"), ("hybrid+dropout", "once each"),
                       ("dapt-mix", "neither base"),
                       ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0"),
-                      ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "once each")]:
+                      ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "once each"),
+                      ("hybrid+relation+relation-unseen", "once each")]:
         with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
             parse_arm(name)
 

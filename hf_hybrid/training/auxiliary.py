@@ -42,6 +42,7 @@ from hf_hybrid.training.mlm import MaskedLMObjective, MaskingCollator, chunk_doc
 logger = logging.getLogger(__name__)
 
 TRAIN_TEXT = "train"  # a text source: the training rows' own queries and passages
+RELATION_PAIRS = ("all", "unseen")
 
 
 @dataclass
@@ -78,6 +79,10 @@ class AuxiliaryArgs(AnchorArgs):
     relation_weight: float = field(default=0.0, metadata={
         "help": "weight of the relational anchor on the --anchor_text replay texts: the starting model's "
                 "query->passage score distributions, one query and one passage language per step (0: off)"})
+    relation_pairs: str = field(default="all", metadata={
+        "help": f"the language pairs the relational anchor keeps: {', '.join(RELATION_PAIRS)} ('unseen': "
+                "pairs with a replay language the training rows lack, so the training languages' rankings of "
+                "each other are left to the contrastive loss)"})
     mlm_weight: float = field(default=0.0, metadata={
         "help": "weight of a masked-LM loss on --mlm_text in the same step (0: off; one process)"})
     mlm_text: list[str] | None = field(default=None, metadata={
@@ -95,6 +100,9 @@ class AuxiliaryArgs(AnchorArgs):
     def __post_init__(self):
         super().__post_init__()
         at_least(self, 0, "mlm_weight", "mlm_head_steps", "relation_weight")
+        if self.relation_pairs not in RELATION_PAIRS:
+            raise ConfigError(f"relation_pairs: expected one of {', '.join(RELATION_PAIRS)}, got "
+                              f"{self.relation_pairs!r}")
         at_least(self, 1, "mlm_batch_size", "mlm_sequences_per_language")
         at_least(self, 8, "mlm_max_length")
         for option in ("anchor_weight", "relation_weight"):
@@ -155,8 +163,9 @@ class AnchorReplay:
 
     def __init__(self, ids: list[list[int]], langs: list[str], targets: torch.Tensor, batch_size: int,
                  pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None,
-                 kinds: tuple[str, ...] = ("passage",), anchored: int = 1, temperature: float | None = None):
-        self.ids, self.langs, self.targets = ids, langs, targets
+                 kinds: tuple[str, ...] = ("passage",), anchored: int = 1, temperature: float | None = None,
+                 seen: frozenset[str] = frozenset()):
+        self.ids, self.langs, self.targets, self.seen = ids, langs, targets, seen
         self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
         self.seed, self.rank, self.kinds, self.anchored, self.temperature = seed, rank, kinds, anchored, temperature
         n = len(langs) // len(kinds)
@@ -168,10 +177,13 @@ class AnchorReplay:
     @torch.no_grad()
     def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
               rank: int = 0, max_rows: int | None = None, anchor: bool = True,
-              relation_temperature: float | None = None) -> AnchorReplay:
+              relation_temperature: float | None = None, seen: frozenset[str] = frozenset()) -> AnchorReplay:
         """The starting model's embeddings of `texts` under each prompt (eval mode: no dropout), on the tokens
         training will see: the anchor's prompts (when `anchor`), and query and passage for the relational anchor
-        (when a `relation_temperature` is given)."""
+        (when a `relation_temperature` is given), which skips pairs of two `seen` languages."""
+        if relation_temperature is not None and seen and set(texts) <= seen:
+            raise DataError(f"relation_pairs unseen: every replay language ({', '.join(texts)}) is a training "
+                            f"language; add --anchor_text sources in other languages")
         anchored = list(args.anchor_prompts) if anchor else []
         kinds = anchored + [k for k in TEXT_KINDS if relation_temperature is not None and k not in anchored]
         ids, langs = [], []
@@ -192,7 +204,7 @@ class AnchorReplay:
         if relation_temperature is not None and texts_count < 2:
             raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
         return cls(ids, langs, targets, min(args.anchor_batch_size, texts_count * max(len(anchored), 1)), pad_id,
-                   max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature)
+                   max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen)
 
     def _rows(self, picked: list[int]) -> dict:
         return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
@@ -200,7 +212,7 @@ class AnchorReplay:
 
     def batch(self, step: int) -> dict:
         """The step's anchor rows (`batch_size` texts under the anchor's prompts) and relational rows (half the
-        batch of one language as queries, half of another language as passages)."""
+        batch of one language as queries, half of another language as passages, not both `seen`)."""
         batch = {}
         if self.anchored:
             picked = torch.randperm(len(self.ids) // len(self.kinds) * self.anchored,
@@ -210,7 +222,8 @@ class AnchorReplay:
             generator = _step_generator(self.seed + 1, step, self.rank)
             langs = sorted(self.by_lang)
             query_lang = langs[torch.randint(len(langs), (1,), generator=generator).item()]
-            others = [lang for lang in langs if lang != query_lang] or langs
+            others = ([lang for lang in langs if lang != query_lang and not {lang, query_lang} <= self.seen]
+                      or langs)
             passage_lang = others[torch.randint(len(others), (1,), generator=generator).item()]
             half = max(1, self.batch_size // 2)
             queries, passages = ([self.by_lang[lang][i] for i in torch.randperm(
@@ -360,7 +373,9 @@ def build_auxiliary(cfg: AuxiliaryArgs, encoder, train_rows, accelerator, max_to
                              cfg.anchor_texts_per_language, seed, "anchor_text")
         anchor = AnchorReplay.build(encoder, texts, cfg, max(max_tokens, cfg.anchor_max_length), seed,
                                     accelerator.process_index, max_rows, anchor=cfg.anchor_weight > 0,
-                                    relation_temperature=temperature if cfg.relation_weight > 0 else None)
+                                    relation_temperature=temperature if cfg.relation_weight > 0 else None,
+                                    seen=frozenset(train_rows["lang"]) if cfg.relation_pairs == "unseen" else
+                                    frozenset())
     if cfg.mlm_weight > 0:
         if accelerator.num_processes > 1:
             raise ConfigError("mlm_weight > 0 runs in one process (its head is trained beside the DDP-wrapped "
