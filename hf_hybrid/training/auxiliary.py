@@ -168,9 +168,9 @@ class AnchorReplay:
         self.ids, self.langs, self.targets, self.seen = ids, langs, targets, seen
         self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
         self.seed, self.rank, self.kinds, self.anchored, self.temperature = seed, rank, kinds, anchored, temperature
-        n = len(langs) // len(kinds)
+        self.texts_count = len(langs) // len(kinds)  # each text is in ids once per kind
         self.by_lang: dict[str, list[int]] = {}
-        for i, lang in enumerate(langs[:n]):
+        for i, lang in enumerate(langs[: self.texts_count]):
             self.by_lang.setdefault(lang, []).append(i)
 
     @classmethod
@@ -184,6 +184,9 @@ class AnchorReplay:
         if relation_temperature is not None and seen and set(texts) <= seen:
             raise DataError(f"relation_pairs unseen: every replay language ({', '.join(texts)}) is a training "
                             f"language; add --anchor_text sources in other languages")
+        texts_count = sum(len(docs) for docs in texts.values())
+        if relation_temperature is not None and texts_count < 2:
+            raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
         anchored = list(args.anchor_prompts) if anchor else []
         kinds = anchored + [k for k in TEXT_KINDS if relation_temperature is not None and k not in anchored]
         ids, langs = [], []
@@ -197,12 +200,9 @@ class AnchorReplay:
         targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
             encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
         encoder.train(was_training)
-        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts%s", len(ids) // len(kinds),
+        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts%s", texts_count,
                     len(texts), ", ".join(texts), " and ".join(kinds),
                     "" if relation_temperature is None else ", with the relational anchor")
-        texts_count = len(ids) // len(kinds)
-        if relation_temperature is not None and texts_count < 2:
-            raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
         return cls(ids, langs, targets, min(args.anchor_batch_size, texts_count * max(len(anchored), 1)), pad_id,
                    max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen)
 
@@ -215,7 +215,7 @@ class AnchorReplay:
         batch of one language as queries, half of another language as passages, not both `seen`)."""
         batch = {}
         if self.anchored:
-            picked = torch.randperm(len(self.ids) // len(self.kinds) * self.anchored,
+            picked = torch.randperm(self.texts_count * self.anchored,
                                     generator=_step_generator(self.seed, step, self.rank))
             batch.update(self._rows(picked[: self.batch_size].tolist()))
         if self.temperature is not None:
@@ -231,8 +231,7 @@ class AnchorReplay:
             if query_lang == passage_lang:  # one replay language: two halves of its texts
                 half = min(half, len(queries) // 2)
                 queries, passages = queries[:half], queries[half:]
-            n = len(self.ids) // len(self.kinds)
-            query_at, passage_at = n * self.kinds.index("query"), n * self.kinds.index("passage")
+            query_at, passage_at = (self.texts_count * self.kinds.index(kind) for kind in ("query", "passage"))
             batch["relation"] = {"queries": self._rows([query_at + i for i in queries[:half]]),
                                  "passages": self._rows([passage_at + i for i in passages[:half]])}
         return batch
@@ -333,22 +332,22 @@ def with_replay(batches, start: int, anchor: AnchorReplay | None, mlm: JointMLM 
 def with_auxiliary(forward_backward, accelerator, anchor: AnchorReplay | None, anchor_weight: float,
                    mlm: JointMLM | None, mlm_weight: float, embedder=None, relation_weight: float = 0.0):
     """The contrastive `forward_backward` with the anchor, relational-anchor and MLM losses before it, each with its
-    own backward
-    (memory holds one graph at a time); gradients are synchronised once, by the contrastive backward. The replay
-    batch goes through `embedder` when given (DAPT: an `Encoder` around the MLM model being trained), else
-    through the trained model."""
+    own backward (memory holds one graph at a time); gradients are synchronised once, by the contrastive backward.
+    The replay batch goes through `embedder` when given (DAPT: an `Encoder` around the MLM model being trained),
+    else through the trained model."""
     if anchor is None and mlm is None:
         return forward_backward
     device = accelerator.device
+    replay_losses = [] if anchor is None else [("anchor", anchor_weight, anchor.loss),
+                                               ("relation", relation_weight, anchor.relation_loss)]
 
     def step(model, batch, backward):
         parts = {}
         with accelerator.no_sync(model):
-            for name, weight in (("anchor", anchor_weight), ("relation", relation_weight)):
-                if anchor is not None and weight > 0:
+            for name, weight, replay_loss in replay_losses:
+                if weight > 0:
                     with record_function(name):
-                        loss = getattr(anchor, "loss" if name == "anchor" else "relation_loss")(
-                            model if embedder is None else embedder, batch["anchor"], device)
+                        loss = replay_loss(model if embedder is None else embedder, batch["anchor"], device)
                         backward(weight * loss)
                     parts[f"{name}_loss"] = loss.detach()
             if mlm is not None:

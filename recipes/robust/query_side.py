@@ -13,18 +13,10 @@ queries against the tuned passages show how far the passage side moved).
 import argparse
 import sys
 
-import torch
-
 from hf_hybrid.cli import exit_on_user_error
 from hf_hybrid.data.parallel_qa import load_flores
+from hf_hybrid.evaluation.retrieval import ParallelBenchmark, ParallelScorer
 from hf_hybrid.models.encoder import Encoder
-
-
-def reciprocal_rank(queries: torch.Tensor, passages: torch.Tensor) -> float:
-    """Mean reciprocal rank of passage i for query i."""
-    scores = queries @ passages.T
-    ranks = (scores > scores.diag().unsqueeze(1)).sum(1) + 1
-    return (1.0 / ranks).mean().item()
 
 
 @exit_on_user_error
@@ -36,26 +28,22 @@ def main(argv) -> int:
     parser.add_argument("--languages", nargs="+", default=["gaz", "hau", "som"])
     parser.add_argument("--direction", choices=["en-x", "x-en"], default="en-x")
     args = parser.parse_args(argv)
-    rows = load_flores(args.flores, ["eng", *args.languages], splits=("train",))
-    texts: dict[str, dict[str, str]] = {}
-    for row in rows:
-        texts.setdefault(row["lang"], {})[row["group_id"]] = row["query"]
-    groups = sorted(texts["en"])
-    langs = [lang for lang in texts if lang != "en"]
-    english, other = ("query", "passage") if args.direction == "en-x" else ("passage", "query")
-    embeddings = {}
+    bench = ParallelBenchmark.from_rows(load_flores(args.flores, ["eng", *args.languages], splits=("train",)))
+    langs = [lang for lang in bench.languages if lang != "en"]
+    query_langs, passage_langs = (["en"], langs) if args.direction == "en-x" else (langs, ["en"])
+    queries, passages = {}, {}
     for name, path in (("base", args.base), ("tuned", args.tuned)):
         encoder = Encoder.from_pretrained(path).eval()
-        embeddings[name, "en"] = encoder.encode([texts["en"][g] for g in groups], english)
-        for lang in langs:
-            embeddings[name, lang] = encoder.encode([texts[lang][g] for g in groups], other)
+        queries[name] = {lang: encoder.encode([t for _, t in bench.queries[lang]], "query") for lang in query_langs}
+        passages[name] = {lang: encoder.encode(bench.candidates[lang], "passage") for lang in passage_langs}
     pairs = [("base", "base"), ("tuned", "tuned"), ("tuned", "base"), ("base", "tuned")]
+    scorers = [ParallelScorer(bench, queries[q], passages[p]) for q, p in pairs]
     print(f"FLORES {args.direction}, mean reciprocal rank on SIB-200 train\n")
     print("| language | " + " | ".join(f"{q} queries, {p} passages" for q, p in pairs) + " |")
     print("|---" * (len(pairs) + 1) + "|")
     for lang in langs:
-        query_side, passage_side = ("en", lang) if args.direction == "en-x" else (lang, "en")
-        cells = [f"{reciprocal_rank(embeddings[q, query_side], embeddings[p, passage_side]):.3f}" for q, p in pairs]
+        query_lang, passage_lang = ("en", lang) if args.direction == "en-x" else (lang, "en")
+        cells = [f"{scorer.cross_lingual(query_lang, passage_lang)['map']:.3f}" for scorer in scorers]
         print(f"| {lang} | " + " | ".join(cells) + " |")
     return 0
 
