@@ -52,6 +52,25 @@ def test_the_anchor_loss_starts_at_zero_and_is_the_distance_to_the_starting_embe
     assert moved > 0 and moved == pytest.approx((2 - 2 * cosines).mean().item(), rel=1e-4)
 
 
+def test_the_starting_models_replay_embeddings_are_cached_by_weights_and_tokens(tiny_model_dir, tmp_path,
+                                                                                   monkeypatch, caplog):
+    monkeypatch.setenv("HF_HYBRID_CACHE", str(tmp_path))
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 4, 0, "anchor_text")
+    first = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
+    files = list((tmp_path / "replay").iterdir())
+    assert len(files) == 1 and files[0].suffix == ".safetensors"
+    caplog.set_level("INFO", logger="hf_hybrid.training.auxiliary")
+    again = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
+    assert "embeddings from" in caplog.text and torch.equal(again.targets, first.targets)
+    AnchorReplay.build(encoder, texts, AnchorArgs(anchor_max_length=16), 512, seed=0, relation_temperature=0.05)
+    with torch.no_grad():
+        next(encoder.parameters()).add_(0.01)
+    moved = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
+    assert len(list((tmp_path / "replay").iterdir())) == 3  # other tokens, other weights: embedded again
+    assert not torch.equal(moved.targets, first.targets)
+
+
 def test_the_anchor_keeps_replay_texts_near_the_starting_model(tiny_model_dir, tmp_path):
     plain = train(config(tiny_model_dir, tmp_path / "plain"))
     anchored = train(config(tiny_model_dir, tmp_path / "anchored", anchor_weight=20.0, anchor_text=["train"]))

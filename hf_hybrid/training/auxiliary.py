@@ -19,15 +19,21 @@
 
 Each step's replay and MLM batches are drawn from (seed, step, process), so a resumed run draws what the
 uninterrupted one did. Their texts are kept apart from evaluation text by the 8-gram check of DAPT (`--exclude`).
+The starting model's embeddings of the replay texts are cached (`$HF_HYBRID_CACHE/replay`), keyed by its weights
+and the tokens, so the arms of a study embed them once.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 import random
 from dataclasses import dataclass, field
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch.profiler import record_function
 
 from hf_hybrid.config import Args, at_least
@@ -37,6 +43,7 @@ from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.chunks import Chunks
 from hf_hybrid.models.encoder import TEXT_KINDS
+from hf_hybrid.models.offline import cache_dir
 from hf_hybrid.training.mlm import MaskedLMObjective, MaskingCollator, chunk_documents, load_mlm
 
 logger = logging.getLogger(__name__)
@@ -138,6 +145,18 @@ def source_texts(sources: list[str], languages: list[str] | None, train_rows, ex
     return {lang: rng.sample(docs, min(per_language, len(docs))) for lang, docs in texts.items()}
 
 
+def _replay_key(encoder, ids: list[list[int]], langs: list[str], max_tokens: int) -> str:
+    """A digest of what the starting model's replay embeddings depend on: every weight and buffer, the pooling,
+    the routed languages, the device kind, the token ids and their languages, and the chunking's token budget."""
+    digest = hashlib.blake2b(digest_size=20)
+    digest.update(json.dumps([encoder.pooling, encoder.normalize, sorted(encoder.routed), encoder.langid is None,
+                              encoder.device.type, max_tokens, langs, ids]).encode())
+    for name, tensor in sorted(encoder.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step * 1009 + rank)
 
@@ -195,14 +214,24 @@ class AnchorReplay:
                 ids += encoder.token_ids(docs, kind, args.anchor_max_length)
                 langs += [lang] * len(docs)
         pad_id = encoder.tokenizer.pad_token_id if encoder.tokenizer.pad_token_id is not None else 0
-        was_training = encoder.training
-        encoder.eval()
-        targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
-            encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
-        encoder.train(was_training)
-        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts%s", texts_count,
-                    len(texts), ", ".join(texts), " and ".join(kinds),
-                    "" if relation_temperature is None else ", with the relational anchor")
+        cached = cache_dir() / "replay" / f"{_replay_key(encoder, ids, langs, max_tokens)}.safetensors"
+        hit = cached.is_file()
+        if hit:
+            targets = load_file(cached)["targets"]
+        else:
+            was_training = encoder.training
+            encoder.eval()
+            targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
+                encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
+            encoder.train(was_training)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial")
+            save_file({"targets": targets}, partial)
+            os.replace(partial, cached)  # whole or absent, also with several processes
+        logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts%s; the starting model's "
+                    "embeddings %s %s", texts_count, len(texts), ", ".join(texts), " and ".join(kinds),
+                    "" if relation_temperature is None else ", with the relational anchor",
+                    "from" if hit else "cached in", cached)
         return cls(ids, langs, targets, min(args.anchor_batch_size, texts_count * max(len(anchored), 1)), pad_id,
                    max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen)
 
