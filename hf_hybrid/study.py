@@ -8,7 +8,8 @@ sentences when choosing (`eval_split: dev`), on its `dev` + `test` sentences for
 Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned from the base; `dapt-merge` /
 `dapt-route` (the --adapters merged into the base / routed by language) and `dapt-anchored-merge` /
 `dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
-(the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`), `+relation` (the relational anchor on the
+(the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`; `+anchor-LANG`: only LANG's replay texts held
+in place, --anchor_pivot LANG), `+relation` (the relational anchor on the
 same replay texts, at --relation_weight or W; `+relation-unseen`: with --relation_pairs unseen) and `+mlm` (the
 --mlm_text loss at --mlm_weight, or `+mlm=W`).
 A fine-tuned arm may end in `@W`: its model interpolated with the fine-tuning's starting model at weight W
@@ -62,6 +63,7 @@ class Arm:
     mlm: bool = False
     relation: bool = False
     anchor_weight: float | None = None  # +anchor=W; None: the study's --anchor_weight
+    anchor_pivot: str | None = None  # LANG for +anchor-LANG; None: the study's --anchor_pivot
     relation_weight: float | None = None  # +relation=W; None: the study's --relation_weight
     relation_pairs: str | None = None  # "unseen" for +relation-unseen; None: the study's --relation_pairs
     mlm_weight: float | None = None  # +mlm=W; None: the study's --mlm_weight
@@ -74,8 +76,8 @@ class Arm:
         return re.sub(r"@[^#]*", "", self.name)
 
 
-ARM_HELP = ("base, <sampler>[+anchor[=W]][+relation[-unseen][=W]][+mlm[=W]], dapt[-anchored]-(merge|route)"
-            "[+<sampler>[+anchor[=W]][+relation[-unseen][=W]][+mlm[=W]]], each "
+ARM_HELP = ("base, <sampler>[+anchor[-LANG][=W]][+relation[-unseen][=W]][+mlm[=W]], "
+            "dapt[-anchored]-(merge|route)[+<sampler>[+anchor[-LANG][=W]][+relation[-unseen][=W]][+mlm[=W]]], each "
             f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
             f"{', '.join(SAMPLERS)}")
 
@@ -105,13 +107,16 @@ def parse_arm(name: str) -> Arm:
                 raise bad(f"{rest[0]!r} is not a sampler")
             arm["sampler"], rest = rest[0], rest[1:]
     losses = [part.partition("=") for part in rest]
-    names = {"relation" if name == "relation-unseen" else name for name, _, _ in losses}
+    names = {"relation" if name == "relation-unseen" else re.sub(r"^anchor-[a-z_]+$", "anchor", name)
+             for name, _, _ in losses}
     if len(names) != len(losses) or not names <= {"anchor", "relation", "mlm"}:
-        raise bad(f"after the sampler come +anchor[=W], +relation[-unseen][=W] and/or +mlm[=W], once each, "
+        raise bad(f"after the sampler come +anchor[-LANG][=W], +relation[-unseen][=W] and/or +mlm[=W], once each, "
                   f"got {'+'.join(rest)!r}")
     for loss, has_value, value in losses:
         if loss == "relation-unseen":
             loss, arm["relation_pairs"] = "relation", "unseen"
+        elif loss.startswith("anchor-"):
+            loss, arm["anchor_pivot"] = loss.split("-", 1)
         arm[loss] = True
         if has_value:
             try:
@@ -220,7 +225,8 @@ class StudyRun:
         values.update(sampler=arm.sampler, fold=fold, push_to_hub=None, composition=arm.composition,
                       adapters=self.adapters(arm),
                       anchor_weight=(cfg.anchor_weight if arm.anchor_weight is None else arm.anchor_weight)
-                      if arm.anchor else 0.0,
+                      if arm.anchor else 0.0, anchor_pivot=[arm.anchor_pivot] if arm.anchor_pivot else
+                      cfg.anchor_pivot if arm.anchor else None,
                       mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
                       relation_weight=(cfg.relation_weight if arm.relation_weight is None else arm.relation_weight)
                       if arm.relation else 0.0, relation_pairs=arm.relation_pairs or cfg.relation_pairs,

@@ -130,6 +130,22 @@ def test_unseen_relation_pairs_leave_the_training_languages_to_each_other(tiny_m
                            seen=frozenset(LANGS))
 
 
+def test_a_pivot_anchor_holds_only_the_pivot_languages_texts_in_place(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 4, 0, "anchor_text")
+    everyone = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=6), 512, seed=0,
+                                  relation_temperature=0.05)
+    pivot = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=6), 512, seed=0,
+                               relation_temperature=0.05, pivot=frozenset({"en"}))
+    drawn = [pivot.batch(step) for step in range(10)]
+    assert all(batch["langs"] == ["en"] * 4 for batch in drawn)  # the pivot's 4 texts, not 6
+    assert {lang for batch in drawn for side in ("queries", "passages")
+            for lang in batch["relation"][side]["langs"]} == set(LANGS)  # the relational anchor: every language
+    assert everyone.batch(1)["langs"] != ["en"] * 6
+    with pytest.raises(DataError, match=r"anchor_pivot: no replay text in yo \(replay languages: "):
+        AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, pivot=frozenset({"yo"}))
+
+
 def test_the_relational_anchor_is_blind_to_a_rotation_of_the_whole_space():
     queries, passages = torch.nn.functional.normalize(torch.randn(2, 5, 16), dim=-1)
     rotation = torch.linalg.qr(torch.randn(16, 16))[0]
@@ -225,6 +241,8 @@ def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
     ({"relation_pairs": "some"}, "relation_pairs: expected one of all, unseen, got 'some'"),
     ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
     ({"anchor_prompts": ["document"]}, "anchor_prompts: expected query and/or passage, got document"),
+    ({"anchor_pivot": ["en"]}, r"anchor_pivot \['en'\]: expected one or more replay languages, with --anchor_weight "
+                               "above 0"),
 ])
 def test_bad_weights_are_refused(tiny_model_dir, tmp_path, kw, message):
     with pytest.raises(ConfigError, match=message):

@@ -83,6 +83,9 @@ class AuxiliaryArgs(AnchorArgs):
                 f"'{TRAIN_TEXT}' (the training rows' own texts)"})
     anchor_languages: list[str] | None = field(default=None, metadata={
         "help": "replay languages of the text sources (default: the 13 FLORES low-resource languages they have)"})
+    anchor_pivot: list[str] | None = field(default=None, metadata={
+        "help": "replay languages the anchor holds in place, the others left to move (default: every replay "
+                "language; e.g. en: a pivot the training languages align to; the relational anchor still uses all)"})
     relation_weight: float = field(default=0.0, metadata={
         "help": "weight of the relational anchor on the --anchor_text replay texts: the starting model's "
                 "query->passage score distributions, one query and one passage language per step (0: off)"})
@@ -116,6 +119,11 @@ class AuxiliaryArgs(AnchorArgs):
             if getattr(self, option) > 0 and not self.anchor_text:
                 raise ConfigError(f"{option} {getattr(self, option)} needs --anchor_text (text sources, or "
                                   f"'{TRAIN_TEXT}' for the training rows' texts)")
+        if self.anchor_pivot is not None:
+            if not self.anchor_pivot or self.anchor_weight <= 0:
+                raise ConfigError(f"anchor_pivot {self.anchor_pivot}: expected one or more replay languages, with "
+                                  f"--anchor_weight above 0")
+            self.anchor_pivot = [normalize_lang(lang) for lang in self.anchor_pivot]
         if self.mlm_weight > 0 and not self.mlm_text:
             raise ConfigError(f"mlm_weight {self.mlm_weight} needs --mlm_text (text sources, or '{TRAIN_TEXT}')")
 
@@ -183,7 +191,7 @@ class AnchorReplay:
     def __init__(self, ids: list[list[int]], langs: list[str], targets: torch.Tensor, batch_size: int,
                  pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None,
                  kinds: tuple[str, ...] = ("passage",), anchored: int = 1, temperature: float | None = None,
-                 seen: frozenset[str] = frozenset()):
+                 seen: frozenset[str] = frozenset(), pivot: frozenset[str] | None = None):
         self.ids, self.langs, self.targets, self.seen = ids, langs, targets, seen
         self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
         self.seed, self.rank, self.kinds, self.anchored, self.temperature = seed, rank, kinds, anchored, temperature
@@ -191,18 +199,26 @@ class AnchorReplay:
         self.by_lang: dict[str, list[int]] = {}
         for i, lang in enumerate(langs[: self.texts_count]):
             self.by_lang.setdefault(lang, []).append(i)
+        # the rows the anchor draws from: every text under the anchor's prompts, or the pivot languages' texts
+        self.anchor_pool = torch.tensor([i for i in range(self.texts_count * anchored)
+                                         if pivot is None or langs[i] in pivot], dtype=torch.long)
 
     @classmethod
     @torch.no_grad()
     def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
               rank: int = 0, max_rows: int | None = None, anchor: bool = True,
-              relation_temperature: float | None = None, seen: frozenset[str] = frozenset()) -> AnchorReplay:
+              relation_temperature: float | None = None, seen: frozenset[str] = frozenset(),
+              pivot: frozenset[str] | None = None) -> AnchorReplay:
         """The starting model's embeddings of `texts` under each prompt (eval mode: no dropout), on the tokens
-        training will see: the anchor's prompts (when `anchor`), and query and passage for the relational anchor
-        (when a `relation_temperature` is given), which skips pairs of two `seen` languages."""
+        training will see: the anchor's prompts (when `anchor`; only the `pivot` languages' texts are anchored
+        when given), and query and passage for the relational anchor (when a `relation_temperature` is given),
+        which skips pairs of two `seen` languages."""
         if relation_temperature is not None and seen and set(texts) <= seen:
             raise DataError(f"relation_pairs unseen: every replay language ({', '.join(texts)}) is a training "
                             f"language; add --anchor_text sources in other languages")
+        if pivot is not None and not pivot <= set(texts):
+            raise DataError(f"anchor_pivot: no replay text in {', '.join(sorted(pivot - set(texts)))} (replay "
+                            f"languages: {', '.join(texts)})")
         texts_count = sum(len(docs) for docs in texts.values())
         if relation_temperature is not None and texts_count < 2:
             raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
@@ -233,7 +249,7 @@ class AnchorReplay:
                     "" if relation_temperature is None else ", with the relational anchor",
                     "from" if hit else "cached in", cached)
         return cls(ids, langs, targets, min(args.anchor_batch_size, texts_count * max(len(anchored), 1)), pad_id,
-                   max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen)
+                   max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen, pivot)
 
     def _rows(self, picked: list[int]) -> dict:
         return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
@@ -244,9 +260,8 @@ class AnchorReplay:
         batch of one language as queries, half of another language as passages, not both `seen`)."""
         batch = {}
         if self.anchored:
-            picked = torch.randperm(self.texts_count * self.anchored,
-                                    generator=_step_generator(self.seed, step, self.rank))
-            batch.update(self._rows(picked[: self.batch_size].tolist()))
+            picked = torch.randperm(len(self.anchor_pool), generator=_step_generator(self.seed, step, self.rank))
+            batch.update(self._rows(self.anchor_pool[picked[: self.batch_size]].tolist()))
         if self.temperature is not None:
             generator = _step_generator(self.seed + 1, step, self.rank)
             langs = sorted(self.by_lang)
@@ -403,7 +418,7 @@ def build_auxiliary(cfg: AuxiliaryArgs, encoder, train_rows, accelerator, max_to
                                     accelerator.process_index, max_rows, anchor=cfg.anchor_weight > 0,
                                     relation_temperature=temperature if cfg.relation_weight > 0 else None,
                                     seen=frozenset(train_rows["lang"]) if cfg.relation_pairs == "unseen" else
-                                    frozenset())
+                                    frozenset(), pivot=frozenset(cfg.anchor_pivot) if cfg.anchor_pivot else None)
     if cfg.mlm_weight > 0:
         if accelerator.num_processes > 1:
             raise ConfigError("mlm_weight > 0 runs in one process (its head is trained beside the DDP-wrapped "
