@@ -59,15 +59,19 @@ def test_the_starting_models_replay_embeddings_are_cached_by_weights_and_tokens(
     texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 4, 0, "anchor_text")
     first = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
     files = list((tmp_path / "replay").iterdir())
-    assert len(files) == 1 and files[0].suffix == ".safetensors"
+    assert len(files) == 2 and {f.suffix for f in files} == {".safetensors"}  # one per prompt
     caplog.set_level("INFO", logger="hf_hybrid.training.auxiliary")
     again = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
-    assert "embeddings from" in caplog.text and torch.equal(again.targets, first.targets)
+    assert "under passage and query from the cache" in caplog.text and torch.equal(again.targets, first.targets)
+    relational = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, anchor=False,
+                                    relation_temperature=0.05)  # query, then passage: the same two parts
+    assert len(list((tmp_path / "replay").iterdir())) == 2
+    assert torch.equal(relational.targets, first.targets.roll(len(first.ids) // 2, 0))
     AnchorReplay.build(encoder, texts, AnchorArgs(anchor_max_length=16), 512, seed=0, relation_temperature=0.05)
     with torch.no_grad():
         next(encoder.parameters()).add_(0.01)
     moved = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
-    assert len(list((tmp_path / "replay").iterdir())) == 3  # other tokens, other weights: embedded again
+    assert len(list((tmp_path / "replay").iterdir())) == 6  # other tokens, other weights: embedded again
     assert not torch.equal(moved.targets, first.targets)
 
 

@@ -153,16 +153,36 @@ def source_texts(sources: list[str], languages: list[str] | None, train_rows, ex
     return {lang: rng.sample(docs, min(per_language, len(docs))) for lang, docs in texts.items()}
 
 
-def _replay_key(encoder, ids: list[list[int]], langs: list[str], max_tokens: int) -> str:
-    """A digest of what the starting model's replay embeddings depend on: every weight and buffer, the pooling,
-    the routed languages, the device kind, the token ids and their languages, and the chunking's token budget."""
+def _model_digest(encoder) -> str:
+    """What an encoder's embeddings depend on: every weight and buffer, the pooling, the routed languages and the
+    device kind."""
     digest = hashlib.blake2b(digest_size=20)
     digest.update(json.dumps([encoder.pooling, encoder.normalize, sorted(encoder.routed), encoder.langid is None,
-                              encoder.device.type, max_tokens, langs, ids]).encode())
+                              encoder.device.type]).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def _embedded(encoder, model_digest: str, ids: list[list[int]], langs: list[str], pad_id: int,
+              max_tokens: int) -> tuple[torch.Tensor, bool]:
+    """The encoder's embeddings of `ids` (eval mode), from the cache when it has them (True) or computed and
+    cached, keyed by the model's digest, the token ids, their languages (routing) and the chunks' token budget."""
+    key = hashlib.blake2b(json.dumps([model_digest, max_tokens, langs, ids]).encode(), digest_size=20).hexdigest()
+    cached = cache_dir() / "replay" / f"{key}.safetensors"
+    if cached.is_file():
+        return load_file(cached)["embeddings"], True
+    was_training = encoder.training
+    encoder.eval()
+    embeddings = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
+        encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
+    encoder.train(was_training)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial")
+    save_file({"embeddings": embeddings}, partial)
+    os.replace(partial, cached)  # whole or absent, also with several processes
+    return embeddings, False
 
 
 def _step_generator(seed: int, step: int, rank: int) -> torch.Generator:
@@ -224,32 +244,22 @@ class AnchorReplay:
             raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
         anchored = list(args.anchor_prompts) if anchor else []
         kinds = anchored + [k for k in TEXT_KINDS if relation_temperature is not None and k not in anchored]
-        ids, langs = [], []
-        for kind in kinds:
-            for lang, docs in texts.items():
-                ids += encoder.token_ids(docs, kind, args.anchor_max_length)
-                langs += [lang] * len(docs)
+        text_langs = [lang for lang, docs in texts.items() for _ in docs]
         pad_id = encoder.tokenizer.pad_token_id if encoder.tokenizer.pad_token_id is not None else 0
-        cached = cache_dir() / "replay" / f"{_replay_key(encoder, ids, langs, max_tokens)}.safetensors"
-        hit = cached.is_file()
-        if hit:
-            targets = load_file(cached)["targets"]
-        else:
-            was_training = encoder.training
-            encoder.eval()
-            targets = torch.cat([Chunks.build(ids[i : i + 256], pad_id, max_tokens).embed(
-                encoder, langs[i : i + 256], encoder.device).float().cpu() for i in range(0, len(ids), 256)])
-            encoder.train(was_training)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            partial = cached.with_name(f"{cached.stem}.{os.getpid()}.partial")
-            save_file({"targets": targets}, partial)
-            os.replace(partial, cached)  # whole or absent, also with several processes
+        digest, ids, targets, hits = _model_digest(encoder), [], [], []
+        for kind in kinds:  # cached per prompt: anchored and relational runs share the parts of the prompts they share
+            kind_ids = [row for docs in texts.values()
+                        for row in encoder.token_ids(docs, kind, args.anchor_max_length)]
+            embeddings, hit = _embedded(encoder, digest, kind_ids, text_langs, pad_id, max_tokens)
+            ids, targets, hits = ids + kind_ids, targets + [embeddings], hits + [kind] * hit
+        langs = text_langs * len(kinds)
         logger.info("anchor: %d replay texts in %d languages (%s), under the %s prompts%s; the starting model's "
-                    "embeddings %s %s", texts_count, len(texts), ", ".join(texts), " and ".join(kinds),
-                    "" if relation_temperature is None else ", with the relational anchor",
-                    "from" if hit else "cached in", cached)
-        return cls(ids, langs, targets, min(args.anchor_batch_size, texts_count * max(len(anchored), 1)), pad_id,
-                   max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen, pivot)
+                    "embeddings under %s from the cache (%s)", texts_count, len(texts), ", ".join(texts),
+                    " and ".join(kinds), "" if relation_temperature is None else ", with the relational anchor",
+                    " and ".join(hits) or "no prompt", cache_dir() / "replay")
+        return cls(ids, langs, torch.cat(targets), min(args.anchor_batch_size, texts_count * max(len(anchored), 1)),
+                   pad_id, max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen,
+                   pivot)
 
     def _rows(self, picked: list[int]) -> dict:
         return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
