@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 from hf_hybrid.data.parallel_qa import load_parallel_qa
 from hf_hybrid.errors import ConfigError, DataError
 from hf_hybrid.models.encoder import Encoder
-from hf_hybrid.training.auxiliary import AnchorArgs, AnchorReplay, relation_loss, source_texts
+from hf_hybrid.training.auxiliary import source_texts
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
+from hf_hybrid.training.replay import AnchorArgs, AnchorReplay, relation_loss
 
 LANGS = ["en", "de", "sw"]
 
@@ -60,7 +61,7 @@ def test_the_starting_models_replay_embeddings_are_cached_by_weights_and_tokens(
     first = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
     files = list((tmp_path / "replay").iterdir())
     assert len(files) == 2 and {f.suffix for f in files} == {".safetensors"}  # one per prompt
-    caplog.set_level("INFO", logger="hf_hybrid.training.auxiliary")
+    caplog.set_level("INFO", logger="hf_hybrid.training.replay")
     again = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, relation_temperature=0.05)
     assert "under passage and query from the cache" in caplog.text and torch.equal(again.targets, first.targets)
     relational = AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, anchor=False,

@@ -5,7 +5,7 @@ decoder is tied to the word embeddings, fitted first on the language's text with
 frozen), the held-out MLM loss is measured, a fresh LoRA adapter is trained with the head, and the
 held-out loss is measured again on the same masks. With `--anchor_weight`, each adapter step also keeps the
 retriever's embeddings of a replay batch of the language's training documents near the base model's (the anchor
-loss of hf_hybrid.training.auxiliary). Either way the adapter's embedding drift is measured: how far it moves the
+loss of hf_hybrid.training.replay). Either way the adapter's embedding drift is measured: how far it moves the
 retriever's embeddings of the held-out documents from the base model's. Each adapter is saved on its own, in peft's
 layout, with `dapt.json` recording its language, base model, corpus and metrics
 (see hf_hybrid.models.adapters for loading it by language).
@@ -36,7 +36,7 @@ from hf_hybrid.models.adapters import lora_config, save_signature
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.models.offline import hub_name
 from hf_hybrid.tables import markdown_table
-from hf_hybrid.training.auxiliary import AnchorArgs, AnchorReplay, anchor_loss, with_auxiliary, with_replay
+from hf_hybrid.training.auxiliary import with_auxiliary, with_replay
 from hf_hybrid.training.loop import Loop, StepOutput, append_jsonl, make_accelerator, prepare
 from hf_hybrid.training.mlm import (
     MaskedLMObjective,
@@ -46,6 +46,7 @@ from hf_hybrid.training.mlm import (
     heldout_loss,
     load_mlm,
 )
+from hf_hybrid.training.replay import AnchorArgs, AnchorReplay, anchor_loss
 
 MASKING = ("token", "whole-word")
 LOG_FILE = "dapt_log.jsonl"

@@ -36,14 +36,7 @@ from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.chunks import Chunks
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS, make_sampler
-from hf_hybrid.training.auxiliary import (
-    AnchorReplay,
-    AuxiliaryArgs,
-    JointMLM,
-    build_auxiliary,
-    with_auxiliary,
-    with_replay,
-)
+from hf_hybrid.training.auxiliary import AuxiliaryArgs, JointMLM, build_auxiliary, with_auxiliary, with_replay
 from hf_hybrid.training.checkpoint import resume, save_checkpoint
 from hf_hybrid.training.dev_eval import DevEvalArgs, DevEvaluation
 from hf_hybrid.training.grad_cache import cached_forward_backward
@@ -58,6 +51,7 @@ from hf_hybrid.training.loop import (
 )
 from hf_hybrid.training.loss import InBatchNegativesLoss
 from hf_hybrid.training.memory import lean_training, one_malloc_arena
+from hf_hybrid.training.replay import AnchorReplay
 from hf_hybrid.training.trackers import ReportArgs, accelerator_kwargs, start_trackers, tracked
 
 LOG_FILE = "train_log.jsonl"
