@@ -33,8 +33,9 @@ from pathlib import Path
 import yaml
 
 from hf_hybrid.config import at_least, parse_config
-from hf_hybrid.errors import ConfigError
+from hf_hybrid.errors import ConfigError, UnknownLanguageError
 from hf_hybrid.evaluation.run import EvalConfig, run_evaluation
+from hf_hybrid.languages import normalize_lang
 from hf_hybrid.models.encoder import Encoder
 from hf_hybrid.sampling import SAMPLERS
 from hf_hybrid.study_report import (
@@ -106,17 +107,28 @@ def parse_arm(name: str) -> Arm:
             if rest[0] not in SAMPLERS:
                 raise bad(f"{rest[0]!r} is not a sampler")
             arm["sampler"], rest = rest[0], rest[1:]
-    losses = [part.partition("=") for part in rest]
-    names = {"relation" if name == "relation-unseen" else re.sub(r"^anchor-[a-z_]+$", "anchor", name)
+    _losses(arm, rest, bad)
+    _suffixes(arm, weight, seed, bad)
+    return Arm(**arm)
+
+
+def _losses(arm: dict, parts: list[str], bad) -> None:
+    """An arm's +anchor[-LANG][=W], +relation[-unseen][=W] and +mlm[=W], into `arm`."""
+    losses = [part.partition("=") for part in parts]
+    names = {"relation" if name == "relation-unseen" else re.sub(r"^anchor-[A-Za-z_]+$", "anchor", name)
              for name, _, _ in losses}
     if len(names) != len(losses) or not names <= {"anchor", "relation", "mlm"}:
         raise bad(f"after the sampler come +anchor[-LANG][=W], +relation[-unseen][=W] and/or +mlm[=W], once each, "
-                  f"got {'+'.join(rest)!r}")
+                  f"got {'+'.join(parts)!r}")
     for loss, has_value, value in losses:
         if loss == "relation-unseen":
             loss, arm["relation_pairs"] = "relation", "unseen"
         elif loss.startswith("anchor-"):
-            loss, arm["anchor_pivot"] = loss.split("-", 1)
+            loss, lang = loss.split("-", 1)
+            try:  # canonical, as the training config records it, so a reused model's settings compare equal
+                arm["anchor_pivot"] = normalize_lang(lang)
+            except UnknownLanguageError as err:
+                raise bad(f"anchor pivot: {err}") from None
         arm[loss] = True
         if has_value:
             try:
@@ -125,8 +137,6 @@ def parse_arm(name: str) -> Arm:
                 raise bad(f"{loss} weight {value!r} is not a number") from None
             if arm[f"{loss}_weight"] < 0:
                 raise bad(f"{loss} weight must be at least 0, got {value}")
-    _suffixes(arm, weight, seed, bad)
-    return Arm(**arm)
 
 
 def _suffixes(arm: dict, weight: str, seed: str, bad) -> None:

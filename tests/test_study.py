@@ -76,6 +76,7 @@ def test_parse_arm_grammar_and_its_errors():
     arm = parse_arm("hybrid+anchor-en=3+relation=3@0.5")
     assert (arm.anchor, arm.anchor_pivot, arm.anchor_weight, arm.relation_weight) == (True, "en", 3.0, 3.0)
     assert parse_arm("hybrid+anchor").anchor_pivot is None  # the study's --anchor_pivot
+    assert parse_arm("hybrid+anchor-eng").anchor_pivot == "en"  # as the training config records it
     for name, why in [("hybrid+anchor+anchor", "once each"), ("base+hybrid", "takes no +"),
                       ("hybrid@1.5", r"in \[0, 1\], got 1.5"), ("hybrid@x", "'x' is not a number"),
                       ("hybrid#4.5", "not a whole number"), ("dapt-route+hybrid@0.5", "routed arm"),
@@ -84,7 +85,7 @@ def test_parse_arm_grammar_and_its_errors():
                       ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0"),
                       ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "once each"),
                       ("hybrid+relation+relation-unseen", "once each"), ("hybrid+anchor-en+anchor", "once each"),
-                      ("hybrid+anchor-", "once each")]:
+                      ("hybrid+anchor-", "once each"), ("hybrid+anchor-qqq", "anchor pivot: unknown language code")]:
         with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
             parse_arm(name)
 
