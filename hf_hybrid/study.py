@@ -9,9 +9,9 @@ Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned fro
 `dapt-route` (the --adapters merged into the base / routed by language) and `dapt-anchored-merge` /
 `dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
 (the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`; `+anchor-LANG`: only LANG's replay texts held
-in place, --anchor_pivot LANG), `+relation` (the relational anchor on the
-same replay texts, at --relation_weight or W; `+relation-unseen`: with --relation_pairs unseen) and `+mlm` (the
---mlm_text loss at --mlm_weight, or `+mlm=W`).
+in place, --anchor_pivot LANG), `+relation` (the relational anchor on the same replay texts, at
+--relation_weight or W; `+relation-unseen`, `+relation-mined`: with --relation_pairs unseen, mined) and `+mlm`
+(the --mlm_text loss at --mlm_weight, or `+mlm=W`).
 A fine-tuned arm may end in `@W`: its model interpolated with the fine-tuning's starting model at weight W
 (`hf-hybrid interpolate`), and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`,
 `arm@0.7` for every fine-tuned arm. With `--models_dir`, trained models are kept there and reused, so a dev study
@@ -66,7 +66,7 @@ class Arm:
     anchor_weight: float | None = None  # +anchor=W; None: the study's --anchor_weight
     anchor_pivot: str | None = None  # LANG for +anchor-LANG; None: the study's --anchor_pivot
     relation_weight: float | None = None  # +relation=W; None: the study's --relation_weight
-    relation_pairs: str | None = None  # "unseen" for +relation-unseen; None: the study's --relation_pairs
+    relation_pairs: str | None = None  # PAIRS of +relation-PAIRS; None: the study's --relation_pairs
     mlm_weight: float | None = None  # +mlm=W; None: the study's --mlm_weight
     weight: float | None = None  # interpolation weight with the starting model
     seed: int | None = None
@@ -77,8 +77,8 @@ class Arm:
         return re.sub(r"@[^#]*", "", self.name)
 
 
-ARM_HELP = ("base, <sampler>[+anchor[-LANG][=W]][+relation[-unseen][=W]][+mlm[=W]], "
-            "dapt[-anchored]-(merge|route)[+<sampler>[+anchor[-LANG][=W]][+relation[-unseen][=W]][+mlm[=W]]], each "
+LOSSES_HELP = "[+anchor[-LANG][=W]][+relation[-unseen|-mined][=W]][+mlm[=W]]"
+ARM_HELP = (f"base, <sampler>{LOSSES_HELP}, dapt[-anchored]-(merge|route)[+<sampler>{LOSSES_HELP}], each "
             f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
             f"{', '.join(SAMPLERS)}")
 
@@ -113,16 +113,16 @@ def parse_arm(name: str) -> Arm:
 
 
 def _losses(arm: dict, parts: list[str], bad) -> None:
-    """An arm's +anchor[-LANG][=W], +relation[-unseen][=W] and +mlm[=W], into `arm`."""
+    """An arm's +anchor[-LANG][=W], +relation[-unseen|-mined][=W] and +mlm[=W], into `arm`."""
     losses = [part.partition("=") for part in parts]
-    names = {"relation" if name == "relation-unseen" else re.sub(r"^anchor-[A-Za-z_]+$", "anchor", name)
+    names = {re.sub(r"^(anchor-[A-Za-z_]+|relation-(unseen|mined))$", lambda m: m[1].split("-")[0], name)
              for name, _, _ in losses}
     if len(names) != len(losses) or not names <= {"anchor", "relation", "mlm"}:
-        raise bad(f"after the sampler come +anchor[-LANG][=W], +relation[-unseen][=W] and/or +mlm[=W], once each, "
-                  f"got {'+'.join(parts)!r}")
+        raise bad(f"after the sampler come the losses {LOSSES_HELP}, each at most once, got "
+                  f"{'+'.join(parts)!r}")
     for loss, has_value, value in losses:
-        if loss == "relation-unseen":
-            loss, arm["relation_pairs"] = "relation", "unseen"
+        if loss.startswith("relation-"):
+            loss, arm["relation_pairs"] = loss.split("-")
         elif loss.startswith("anchor-"):
             loss, lang = loss.split("-", 1)
             try:  # canonical, as the training config records it, so a reused model's settings compare equal

@@ -135,6 +135,30 @@ def test_unseen_relation_pairs_leave_the_training_languages_to_each_other(tiny_m
                            seen=frozenset(LANGS))
 
 
+def test_mined_relation_pairs_rank_each_querys_nearest_passage(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 12, 0, "anchor_text")
+    mined = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=8), 512, seed=0, anchor=False,
+                               relation_temperature=0.05, mined=True)
+    plain = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=8), 512, seed=0, anchor=False,
+                               relation_temperature=0.05)
+    count, every = mined.texts_count, [t for docs in texts.values() for t in docs]
+    hits = {"mined": 0, "plain": 0}
+    for step in range(10):
+        for name, replay in (("mined", mined), ("plain", plain)):
+            relation = replay.batch(step)["relation"]
+            queries, passages = relation["queries"], relation["passages"]
+            assert len(queries["langs"]) == len(torch.unique(passages["targets"], dim=0)) == 4
+            pool = [i for i, lang in enumerate(replay.langs[:count]) if lang == passages["langs"][0]]
+            nearest = (queries["targets"] @ replay.targets[[count + i for i in pool]].T).argmax(-1)
+            picked = {every[i] for i in pool if any(torch.equal(replay.targets[count + i], t)
+                                                    for t in passages["targets"])}
+            found = sum(every[pool[j]] in picked for j in nearest.tolist())
+            assert name == "plain" or found == 4  # every query's nearest passage of its language is there
+            hits[name] += found
+    assert hits["plain"] < hits["mined"] == 40
+
+
 def test_a_pivot_anchor_holds_only_the_pivot_languages_texts_in_place(tiny_model_dir):
     encoder = Encoder.from_pretrained(str(tiny_model_dir))
     texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 4, 0, "anchor_text")
@@ -243,7 +267,7 @@ def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
     ({"anchor_weight": 1.0}, "anchor_weight 1.0 needs --anchor_text"),
     ({"relation_weight": -2.0}, "relation_weight must be at least 0, got -2.0"),
     ({"relation_weight": 1.0}, "relation_weight 1.0 needs --anchor_text"),
-    ({"relation_pairs": "some"}, "relation_pairs: expected one of all, unseen, got 'some'"),
+    ({"relation_pairs": "some"}, "relation_pairs: expected one of all, unseen, mined, got 'some'"),
     ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
     ({"anchor_prompts": ["document"]}, "anchor_prompts: expected query and/or passage, got document"),
     ({"anchor_pivot": ["en"]}, r"anchor_pivot \['en'\]: expected one or more replay languages, with --anchor_weight "

@@ -72,20 +72,21 @@ def test_parse_arm_grammar_and_its_errors():
     assert (arm.relation, arm.relation_weight, arm.anchor, arm.weight) == (True, 2.0, False, 0.5)
     arm = parse_arm("hybrid+relation-unseen=5#43")
     assert (arm.relation, arm.relation_pairs, arm.relation_weight, arm.seed) == (True, "unseen", 5.0, 43)
+    assert parse_arm("dapt-merge+hybrid+relation-mined=3").relation_pairs == "mined"
     assert parse_arm("hybrid+relation").relation_pairs is None  # the study's --relation_pairs
     arm = parse_arm("hybrid+anchor-en=3+relation=3@0.5")
     assert (arm.anchor, arm.anchor_pivot, arm.anchor_weight, arm.relation_weight) == (True, "en", 3.0, 3.0)
     assert parse_arm("hybrid+anchor").anchor_pivot is None  # the study's --anchor_pivot
     assert parse_arm("hybrid+anchor-eng").anchor_pivot == "en"  # as the training config records it
-    for name, why in [("hybrid+anchor+anchor", "once each"), ("base+hybrid", "takes no +"),
+    for name, why in [("hybrid+anchor+anchor", "at most once"), ("base+hybrid", "takes no +"),
                       ("hybrid@1.5", r"in \[0, 1\], got 1.5"), ("hybrid@x", "'x' is not a number"),
                       ("hybrid#4.5", "not a whole number"), ("dapt-route+hybrid@0.5", "routed arm"),
-                      ("dapt-merge@0.5", "only a fine-tuned arm"), ("hybrid+dropout", "once each"),
+                      ("dapt-merge@0.5", "only a fine-tuned arm"), ("hybrid+dropout", "at most once"),
                       ("dapt-mix", "neither base"),
                       ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0"),
-                      ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "once each"),
-                      ("hybrid+relation+relation-unseen", "once each"), ("hybrid+anchor-en+anchor", "once each"),
-                      ("hybrid+anchor-", "once each"), ("hybrid+anchor-qqq", "anchor pivot: unknown language code")]:
+                      ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "at most once"),
+                      ("hybrid+relation+relation-unseen", "at most once"), ("hybrid+anchor-en+anchor", "at most once"),
+                      ("hybrid+anchor-", "at most once"), ("hybrid+relation-any", "at most once"), ("hybrid+anchor-qqq", "anchor pivot: unknown language code")]:
         with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
             parse_arm(name)
 

@@ -42,7 +42,7 @@ from hf_hybrid.training.replay import AnchorArgs, AnchorReplay, step_generator
 logger = logging.getLogger(__name__)
 
 TRAIN_TEXT = "train"  # a text source: the training rows' own queries and passages
-RELATION_PAIRS = ("all", "unseen")
+RELATION_PAIRS = ("all", "unseen", "mined")
 
 
 @dataclass
@@ -63,7 +63,9 @@ class AuxiliaryArgs(AnchorArgs):
     relation_pairs: str = field(default="all", metadata={
         "help": f"the language pairs the relational anchor keeps: {', '.join(RELATION_PAIRS)} ('unseen': "
                 "pairs with a replay language the training rows lack, so the training languages' rankings of "
-                "each other are left to the contrastive loss)"})
+                "each other are left to the contrastive loss; 'mined': every pair, each step's passages being its "
+                "queries' nearest texts in the passage language under the starting model, so the scores kept are "
+                "those of its closest cross-lingual matches, not of unrelated texts)"})
     mlm_weight: float = field(default=0.0, metadata={
         "help": "weight of a masked-LM loss on --mlm_text in the same step (0: off; one process)"})
     mlm_text: list[str] | None = field(default=None, metadata={
@@ -251,7 +253,8 @@ def build_auxiliary(cfg: AuxiliaryArgs, encoder, train_rows, accelerator, max_to
                                     accelerator.process_index, max_rows, anchor=cfg.anchor_weight > 0,
                                     relation_temperature=temperature if cfg.relation_weight > 0 else None,
                                     seen=frozenset(train_rows["lang"]) if cfg.relation_pairs == "unseen" else
-                                    frozenset(), pivot=frozenset(cfg.anchor_pivot) if cfg.anchor_pivot else None)
+                                    frozenset(), pivot=frozenset(cfg.anchor_pivot) if cfg.anchor_pivot else None,
+                                    mined=cfg.relation_pairs == "mined")
     if cfg.mlm_weight > 0:
         if accelerator.num_processes > 1:
             raise ConfigError("mlm_weight > 0 runs in one process (its head is trained beside the DDP-wrapped "

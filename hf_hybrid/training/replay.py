@@ -4,7 +4,8 @@ keep the model near those embeddings (what each is for: `hf_hybrid.training.auxi
 - **Anchor**: the squared distance of a replay batch's embeddings from the starting model's (2 - 2 cos), under the
   anchor's prompts; with a pivot, only the pivot languages' texts.
 - **Relational anchor**: one query language and another passage language a step, the KL from the starting model's
-  query->passage score distribution (softmax at the contrastive temperature) to the model's.
+  query->passage score distribution (softmax at the contrastive temperature) to the model's; mined, the passages
+  are the queries' nearest texts in their language under the starting model.
 
 The starting model's embeddings are computed once, in eval mode, on the tokens training will see, and cached
 (`$HF_HYBRID_CACHE/replay`, one file per prompt) keyed by its weights and the tokens, so the arms of a study embed
@@ -112,8 +113,8 @@ class AnchorReplay:
     def __init__(self, ids: list[list[int]], langs: list[str], targets: torch.Tensor, batch_size: int,
                  pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None,
                  kinds: tuple[str, ...] = ("passage",), anchored: int = 1, temperature: float | None = None,
-                 seen: frozenset[str] = frozenset(), pivot: frozenset[str] | None = None):
-        self.ids, self.langs, self.targets, self.seen = ids, langs, targets, seen
+                 seen: frozenset[str] = frozenset(), pivot: frozenset[str] | None = None, mined: bool = False):
+        self.ids, self.langs, self.targets, self.seen, self.mined = ids, langs, targets, seen, mined
         self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
         self.seed, self.rank, self.kinds, self.anchored, self.temperature = seed, rank, kinds, anchored, temperature
         self.texts_count = len(langs) // len(kinds)  # each text is in ids once per kind
@@ -129,11 +130,11 @@ class AnchorReplay:
     def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
               rank: int = 0, max_rows: int | None = None, anchor: bool = True,
               relation_temperature: float | None = None, seen: frozenset[str] = frozenset(),
-              pivot: frozenset[str] | None = None) -> AnchorReplay:
+              pivot: frozenset[str] | None = None, mined: bool = False) -> AnchorReplay:
         """The starting model's embeddings of `texts` under each prompt (eval mode: no dropout), on the tokens
         training will see: the anchor's prompts (when `anchor`; only the `pivot` languages' texts are anchored
         when given), and query and passage for the relational anchor (when a `relation_temperature` is given),
-        which skips pairs of two `seen` languages."""
+        which skips pairs of two `seen` languages and, `mined`, takes the queries' nearest passages."""
         if relation_temperature is not None and seen and set(texts) <= seen:
             raise DataError(f"relation_pairs unseen: every replay language ({', '.join(texts)}) is a training "
                             f"language; add --anchor_text sources in other languages")
@@ -160,7 +161,7 @@ class AnchorReplay:
                     " and ".join(hits) or "no prompt", cache_dir() / "replay")
         return cls(ids, langs, torch.cat(targets), min(args.anchor_batch_size, texts_count * max(len(anchored), 1)),
                    pad_id, max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen,
-                   pivot)
+                   pivot, mined)
 
     def _rows(self, picked: list[int]) -> dict:
         return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
@@ -168,7 +169,8 @@ class AnchorReplay:
 
     def batch(self, step: int) -> dict:
         """The step's anchor rows (`batch_size` texts under the anchor's prompts) and relational rows (half the
-        batch of one language as queries, half of another language as passages, not both `seen`)."""
+        batch of one language as queries, half of another language as passages, not both `seen`; `mined`: each
+        query's nearest passage first)."""
         batch = {}
         if self.anchored:
             picked = torch.randperm(len(self.anchor_pool), generator=step_generator(self.seed, step, self.rank))
@@ -187,9 +189,20 @@ class AnchorReplay:
                 half = min(half, len(queries) // 2)
                 queries, passages = queries[:half], queries[half:]
             query_at, passage_at = (self.texts_count * self.kinds.index(kind) for kind in ("query", "passage"))
+            if self.mined and query_lang != passage_lang:
+                passages = self._nearest(query_at, passage_at, queries[:half], passages, half)
             batch["relation"] = {"queries": self._rows([query_at + i for i in queries[:half]]),
                                  "passages": self._rows([passage_at + i for i in passages[:half]])}
         return batch
+
+    def _nearest(self, query_at: int, passage_at: int, queries: list[int], shuffled: list[int],
+                 count: int) -> list[int]:
+        """`count` passages: the queries' nearest `shuffled` texts under the starting model, then the others in
+        their shuffled order."""
+        scores = self.targets[[query_at + i for i in queries]] @ self.targets[[passage_at + i for i in shuffled]].T
+        nearest = list(dict.fromkeys(shuffled[j] for j in scores.argmax(-1).tolist()))
+        taken = set(nearest)
+        return (nearest + [i for i in shuffled if i not in taken])[:count]
 
     def loss(self, model, batch: dict, device) -> torch.Tensor:
         embeddings = batch["chunks"].embed(model, batch["langs"], device)
