@@ -86,7 +86,8 @@ def test_parse_arm_grammar_and_its_errors():
                       ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0"),
                       ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "at most once"),
                       ("hybrid+relation+relation-unseen", "at most once"), ("hybrid+anchor-en+anchor", "at most once"),
-                      ("hybrid+anchor-", "at most once"), ("hybrid+relation-any", "at most once"), ("hybrid+anchor-qqq", "anchor pivot: unknown language code")]:
+                      ("hybrid+anchor-", "at most once"), ("hybrid+relation-any", "at most once"),
+                      ("hybrid+anchor-qqq", "anchor pivot: unknown language code")]:
         with pytest.raises(ConfigError, match=f"unknown arm {re.escape(repr(name))}: .*{why}"):
             parse_arm(name)
 
