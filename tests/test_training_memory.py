@@ -3,6 +3,7 @@ backward pass; deferred weight decay writes only the embedding rows that are rea
 
 import io
 
+import pytest
 import torch
 from transformers import BertConfig, BertModel
 
@@ -210,3 +211,23 @@ def test_lora_layers_keep_their_input_and_mask_instead_of_its_dropped_copy(monke
             module.recomputed = None  # dropped copies kept, as before
     # query, key and value each kept a dropped copy of one input: now the input and three bool masks
     assert _saved_bytes(lean, monkeypatch) < 0.85 * _saved_bytes(without_recipes, monkeypatch)
+
+
+def test_the_heap_trim_gives_free_heap_memory_back_and_bounds_a_run(monkeypatch):
+    if memory._glibc() is None:
+        pytest.skip("glibc only")
+    blocks, kept = [], []
+    for i in range(1000):  # blocks of many sizes below glibc's mmap threshold, each with a small one kept after it
+        blocks.append(torch.ones(20_000 + 7 * i))
+        kept.append(torch.ones(64))
+    del blocks  # 90 MB free inside the heap, resident
+    before = memory.resident_gb()
+    assert memory.release_free_heap() and memory.resident_gb() < before - 0.05
+    resident = iter([1.0, 1.2, 1.6, 1.4])  # GB after steps 2-5
+    monkeypatch.setattr(memory, "resident_gb", lambda: next(resident))
+    trimmed = []
+    monkeypatch.setattr(memory, "release_free_heap", lambda: trimmed.append(True) or True)
+    trim = memory.HeapTrim(margin_gb=0.5)
+    for _ in range(5):
+        trim()
+    assert trim.bound == 1.5 and trim.trims == 2 == len(trimmed)  # step 1, then step 4 above 1.0 + 0.5

@@ -25,6 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from hf_hybrid.config import LoopArgs
+from hf_hybrid.training.memory import HeapTrim, resident_gb
 from hf_hybrid.training.sparse_adamw import RowSparseAdamW, sparse_gradient_norm_
 
 
@@ -126,11 +127,8 @@ def memory_gb(device: torch.device) -> float:
     trace of it shows whether memory grows over a run."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device) / 2**30
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:  # not Linux: the peak is what there is
-        return peak_memory_gb(device)
-    return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 2**20
+    resident = resident_gb()
+    return peak_memory_gb(device) if resident is None else resident  # not Linux: the peak is what there is
 
 
 def append_jsonl(accelerator, path: Path, record: dict) -> None:
@@ -167,6 +165,7 @@ class Loop:
         accelerator = self.accelerator
         window = LogWindow(accelerator.num_processes)
         progress = tqdm(total=steps, initial=start, disable=not accelerator.is_main_process, desc=self.desc)
+        trim = HeapTrim() if accelerator.device.type == "cpu" else None
         self.model.train()
         with logging_redirect_tqdm():  # log lines above the progress bar, not through it
             for step in range(start + 1, steps + 1):
@@ -175,6 +174,8 @@ class Loop:
                 out = training_step(accelerator, self.model, self.optimizer, self.scheduler, batch, forward_backward,
                                     self.max_grad_norm)
                 window.add(out)
+                if trim is not None:
+                    trim()
                 progress.update(1)
                 if step % self.logging_steps == 0 or step == steps:
                     record = window.record(accelerator, step, self.scheduler.get_last_lr()[0], self.examples_name)
