@@ -253,7 +253,7 @@ class HeapTrim:
     bound (resident memory then, with a step's working set, plus `margin_gb`), and a later step above the bound
     trims, a few times a run (each costs a step's page faults again)."""
 
-    margin_gb: float = 1.0
+    margin_gb: float = 2.0
     bound: float | None = None
     steps: int = 0
     trims: int = 0
