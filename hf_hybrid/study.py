@@ -10,7 +10,8 @@ Arm names (`parse_arm`): `base`; a sampler (`hybrid`, `x-x`, ...) fine-tuned fro
 `dapt-anchored-route` (the --anchored_adapters), alone or `+<sampler>` fine-tuned; a sampler may add `+anchor`
 (the --anchor_text loss at --anchor_weight, or at W for `+anchor=W`; `+anchor-LANG`: only LANG's replay texts held
 in place, --anchor_pivot LANG), `+relation` (the relational anchor on the same replay texts, at
---relation_weight or W; `+relation-unseen`, `+relation-mined`: with --relation_pairs unseen, mined) and `+mlm`
+--relation_weight or W; `+relation-unseen`, `+relation-mined`: with --relation_pairs unseen, mined;
+`+relation[-mined]-LANG`: every relational pair with LANG on one side, --relation_pivot LANG) and `+mlm`
 (the --mlm_text loss at --mlm_weight, or `+mlm=W`).
 A fine-tuned arm may end in `@W`: its model interpolated with the fine-tuning's starting model at weight W
 (`hf-hybrid interpolate`), and in `#SEED`: trained with another seed. `--interpolate 0.5 0.7` adds `arm@0.5`,
@@ -47,6 +48,7 @@ from hf_hybrid.study_report import (
     target_check,
 )
 from hf_hybrid.tables import mean_over_folds
+from hf_hybrid.training.auxiliary import RELATION_PAIRS
 from hf_hybrid.training.dapt import DaptConfig, train_dapt
 from hf_hybrid.training.hybrid import HybridTrainingConfig, train
 
@@ -67,6 +69,7 @@ class Arm:
     anchor_pivot: str | None = None  # LANG for +anchor-LANG; None: the study's --anchor_pivot
     relation_weight: float | None = None  # +relation=W; None: the study's --relation_weight
     relation_pairs: str | None = None  # PAIRS of +relation-PAIRS; None: the study's --relation_pairs
+    relation_pivot: str | None = None  # LANG of +relation[-PAIRS]-LANG; None: the study's --relation_pivot
     mlm_weight: float | None = None  # +mlm=W; None: the study's --mlm_weight
     weight: float | None = None  # interpolation weight with the starting model
     seed: int | None = None
@@ -77,7 +80,7 @@ class Arm:
         return re.sub(r"@[^#]*", "", self.name)
 
 
-LOSSES_HELP = "[+anchor[-LANG][=W]][+relation[-unseen|-mined][=W]][+mlm[=W]]"
+LOSSES_HELP = "[+anchor[-LANG][=W]][+relation[-unseen|-mined][-LANG][=W]][+mlm[=W]]"
 ARM_HELP = (f"base, <sampler>{LOSSES_HELP}, dapt[-anchored]-(merge|route)[+<sampler>{LOSSES_HELP}], each "
             f"fine-tuned arm optionally followed by @W (interpolation weight in [0, 1]) and #SEED; samplers: "
             f"{', '.join(SAMPLERS)}")
@@ -113,22 +116,24 @@ def parse_arm(name: str) -> Arm:
 
 
 def _losses(arm: dict, parts: list[str], bad) -> None:
-    """An arm's +anchor[-LANG][=W], +relation[-unseen|-mined][=W] and +mlm[=W], into `arm`."""
+    """An arm's +anchor[-LANG][=W], +relation[-unseen|-mined][-LANG][=W] and +mlm[=W], into `arm`."""
     losses = [part.partition("=") for part in parts]
-    names = {re.sub(r"^(anchor-[A-Za-z_]+|relation-(unseen|mined))$", lambda m: m[1].split("-")[0], name)
-             for name, _, _ in losses}
+    names = {re.sub(r"^(anchor|relation)(-[A-Za-z_]+)+$", lambda m: m[1], name) for name, _, _ in losses}
     if len(names) != len(losses) or not names <= {"anchor", "relation", "mlm"}:
         raise bad(f"after the sampler come the losses {LOSSES_HELP}, each at most once, got "
                   f"{'+'.join(parts)!r}")
     for loss, has_value, value in losses:
-        if loss.startswith("relation-"):
-            loss, arm["relation_pairs"] = loss.split("-")
-        elif loss.startswith("anchor-"):
-            loss, lang = loss.split("-", 1)
+        loss, *options = loss.split("-")
+        if loss == "relation" and options and options[0] in RELATION_PAIRS:
+            arm["relation_pairs"] = options.pop(0)
+        if len(options) > 1:
+            raise bad(f"{loss} takes {'[-unseen|-mined]' if loss == 'relation' else ''}[-LANG], got "
+                      f"{'-'.join([loss, *options])!r}")
+        if options:
             try:  # canonical, as the training config records it, so a reused model's settings compare equal
-                arm["anchor_pivot"] = normalize_lang(lang)
+                arm[f"{loss}_pivot"] = normalize_lang(options[0])
             except UnknownLanguageError as err:
-                raise bad(f"anchor pivot: {err}") from None
+                raise bad(f"{loss} pivot: {err}") from None
         arm[loss] = True
         if has_value:
             try:
@@ -240,6 +245,7 @@ class StudyRun:
                       mlm_weight=(cfg.mlm_weight if arm.mlm_weight is None else arm.mlm_weight) if arm.mlm else 0.0,
                       relation_weight=(cfg.relation_weight if arm.relation_weight is None else arm.relation_weight)
                       if arm.relation else 0.0, relation_pairs=arm.relation_pairs or cfg.relation_pairs,
+                      relation_pivot=[arm.relation_pivot] if arm.relation_pivot else cfg.relation_pivot,
                       seed=cfg.seed if arm.seed is None else arm.seed)
         # the settings of a loss that is off change nothing: left out (the relational anchor uses the anchor's texts)
         for loss, used in (("anchor", arm.anchor or arm.relation), ("relation", arm.relation), ("mlm", arm.mlm)):

@@ -135,6 +135,21 @@ def test_unseen_relation_pairs_leave_the_training_languages_to_each_other(tiny_m
                            seen=frozenset(LANGS))
 
 
+def test_a_relational_pivot_is_on_one_side_of_every_pair(tiny_model_dir):
+    encoder = Encoder.from_pretrained(str(tiny_model_dir))
+    texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 4, 0, "anchor_text")
+    replay = AnchorReplay.build(encoder, texts, AnchorArgs(anchor_batch_size=4), 512, seed=0, anchor=False,
+                                relation_temperature=0.05, relation_pivot=frozenset({"en"}))
+    pairs = {tuple(replay.batch(step)["relation"][side]["langs"][0] for side in ("queries", "passages"))
+             for step in range(40)}
+    assert pairs == {("en", "de"), ("en", "sw"), ("de", "en"), ("sw", "en")}
+    for pivot in ({"yo"}, set(LANGS)):
+        with pytest.raises(DataError, match=r"relation_pivot .*: expected replay languages, with another replay "
+                                            r"language beside them \(replay languages: "):
+            AnchorReplay.build(encoder, texts, AnchorArgs(), 512, seed=0, anchor=False, relation_temperature=0.05,
+                               relation_pivot=frozenset(pivot))
+
+
 def test_mined_relation_pairs_rank_each_querys_nearest_passage(tiny_model_dir):
     encoder = Encoder.from_pretrained(str(tiny_model_dir))
     texts = source_texts(["train"], None, load_parallel_qa("demo", LANGS), None, 12, 0, "anchor_text")
@@ -269,6 +284,8 @@ def test_replay_text_overlapping_an_evaluation_benchmark_is_dropped(tmp_path):
     ({"relation_weight": 1.0}, "relation_weight 1.0 needs --anchor_text"),
     ({"relation_pairs": "some"}, "relation_pairs: expected one of all, unseen, mined, got 'some'"),
     ({"mlm_weight": 1.0}, "mlm_weight 1.0 needs --mlm_text"),
+    ({"relation_pivot": ["en"]}, r"relation_pivot \['en'\]: expected one or more replay languages, with "
+                                 "--relation_weight above 0"),
     ({"anchor_prompts": ["document"]}, "anchor_prompts: expected query and/or passage, got document"),
     ({"anchor_pivot": ["en"]}, r"anchor_pivot \['en'\]: expected one or more replay languages, with --anchor_weight "
                                "above 0"),

@@ -66,6 +66,10 @@ class AuxiliaryArgs(AnchorArgs):
                 "each other are left to the contrastive loss; 'mined': every pair, each step's passages being its "
                 "queries' nearest texts in the passage language under the starting model, so the scores kept are "
                 "those of its closest cross-lingual matches, not of unrelated texts)"})
+    relation_pivot: list[str] | None = field(default=None, metadata={
+        "help": "replay languages one side of every relational pair is in, as queries or as passages in turn "
+                "(default: any two languages; e.g. en: how every other language ranks against English, and English "
+                "against it, is what the relational anchor keeps)"})
     mlm_weight: float = field(default=0.0, metadata={
         "help": "weight of a masked-LM loss on --mlm_text in the same step (0: off; one process)"})
     mlm_text: list[str] | None = field(default=None, metadata={
@@ -97,6 +101,11 @@ class AuxiliaryArgs(AnchorArgs):
                 raise ConfigError(f"anchor_pivot {self.anchor_pivot}: expected one or more replay languages, with "
                                   f"--anchor_weight above 0")
             self.anchor_pivot = [normalize_lang(lang) for lang in self.anchor_pivot]
+        if self.relation_pivot is not None:
+            if not self.relation_pivot or self.relation_weight <= 0:
+                raise ConfigError(f"relation_pivot {self.relation_pivot}: expected one or more replay languages, "
+                                  f"with --relation_weight above 0")
+            self.relation_pivot = [normalize_lang(lang) for lang in self.relation_pivot]
         if self.mlm_weight > 0 and not self.mlm_text:
             raise ConfigError(f"mlm_weight {self.mlm_weight} needs --mlm_text (text sources, or '{TRAIN_TEXT}')")
 
@@ -254,7 +263,8 @@ def build_auxiliary(cfg: AuxiliaryArgs, encoder, train_rows, accelerator, max_to
                                     relation_temperature=temperature if cfg.relation_weight > 0 else None,
                                     seen=frozenset(train_rows["lang"]) if cfg.relation_pairs == "unseen" else
                                     frozenset(), pivot=frozenset(cfg.anchor_pivot) if cfg.anchor_pivot else None,
-                                    mined=cfg.relation_pairs == "mined")
+                                    mined=cfg.relation_pairs == "mined",
+                                    relation_pivot=frozenset(cfg.relation_pivot) if cfg.relation_pivot else None)
     if cfg.mlm_weight > 0:
         if accelerator.num_processes > 1:
             raise ConfigError("mlm_weight > 0 runs in one process (its head is trained beside the DDP-wrapped "

@@ -5,7 +5,8 @@ keep the model near those embeddings (what each is for: `hf_hybrid.training.auxi
   anchor's prompts; with a pivot, only the pivot languages' texts.
 - **Relational anchor**: one query language and another passage language a step, the KL from the starting model's
   query->passage score distribution (softmax at the contrastive temperature) to the model's; mined, the passages
-  are the queries' nearest texts in their language under the starting model.
+  are the queries' nearest texts in their language under the starting model; with a relational pivot, one of the
+  two languages is always a pivot language (as queries or as passages, in turn).
 
 The starting model's embeddings are computed once, in eval mode, on the tokens training will see, and cached
 (`$HF_HYBRID_CACHE/replay`, one file per prompt) keyed by its weights and the tokens, so the arms of a study embed
@@ -113,8 +114,10 @@ class AnchorReplay:
     def __init__(self, ids: list[list[int]], langs: list[str], targets: torch.Tensor, batch_size: int,
                  pad_id: int, max_tokens: int, seed: int, rank: int = 0, max_rows: int | None = None,
                  kinds: tuple[str, ...] = ("passage",), anchored: int = 1, temperature: float | None = None,
-                 seen: frozenset[str] = frozenset(), pivot: frozenset[str] | None = None, mined: bool = False):
+                 seen: frozenset[str] = frozenset(), pivot: frozenset[str] | None = None, mined: bool = False,
+                 relation_pivot: frozenset[str] | None = None):
         self.ids, self.langs, self.targets, self.seen, self.mined = ids, langs, targets, seen, mined
+        self.relation_pivot = relation_pivot
         self.batch_size, self.pad_id, self.max_tokens, self.max_rows = batch_size, pad_id, max_tokens, max_rows
         self.seed, self.rank, self.kinds, self.anchored, self.temperature = seed, rank, kinds, anchored, temperature
         self.texts_count = len(langs) // len(kinds)  # each text is in ids once per kind
@@ -130,17 +133,23 @@ class AnchorReplay:
     def build(cls, encoder, texts: dict[str, list[str]], args: AnchorArgs, max_tokens: int, seed: int,
               rank: int = 0, max_rows: int | None = None, anchor: bool = True,
               relation_temperature: float | None = None, seen: frozenset[str] = frozenset(),
-              pivot: frozenset[str] | None = None, mined: bool = False) -> AnchorReplay:
+              pivot: frozenset[str] | None = None, mined: bool = False,
+              relation_pivot: frozenset[str] | None = None) -> AnchorReplay:
         """The starting model's embeddings of `texts` under each prompt (eval mode: no dropout), on the tokens
         training will see: the anchor's prompts (when `anchor`; only the `pivot` languages' texts are anchored
         when given), and query and passage for the relational anchor (when a `relation_temperature` is given),
-        which skips pairs of two `seen` languages and, `mined`, takes the queries' nearest passages."""
+        which skips pairs of two `seen` languages, `mined` takes the queries' nearest passages, and with a
+        `relation_pivot` pairs a pivot language with another one every step."""
         if relation_temperature is not None and seen and set(texts) <= seen:
             raise DataError(f"relation_pairs unseen: every replay language ({', '.join(texts)}) is a training "
                             f"language; add --anchor_text sources in other languages")
         if pivot is not None and not pivot <= set(texts):
             raise DataError(f"anchor_pivot: no replay text in {', '.join(sorted(pivot - set(texts)))} (replay "
                             f"languages: {', '.join(texts)})")
+        if relation_temperature is not None and relation_pivot is not None and (
+                not relation_pivot <= set(texts) or set(texts) <= relation_pivot):
+            raise DataError(f"relation_pivot {', '.join(sorted(relation_pivot))}: expected replay languages, with "
+                            f"another replay language beside them (replay languages: {', '.join(texts)})")
         texts_count = sum(len(docs) for docs in texts.values())
         if relation_temperature is not None and texts_count < 2:
             raise DataError(f"the relational anchor needs at least 2 replay texts, got {texts_count}")
@@ -161,7 +170,7 @@ class AnchorReplay:
                     " and ".join(hits) or "no prompt", cache_dir() / "replay")
         return cls(ids, langs, torch.cat(targets), min(args.anchor_batch_size, texts_count * max(len(anchored), 1)),
                    pad_id, max_tokens, seed, rank, max_rows, tuple(kinds), len(anchored), relation_temperature, seen,
-                   pivot, mined)
+                   pivot, mined, relation_pivot)
 
     def _rows(self, picked: list[int]) -> dict:
         return {"chunks": Chunks.build([self.ids[i] for i in picked], self.pad_id, self.max_tokens, self.max_rows),
@@ -169,19 +178,15 @@ class AnchorReplay:
 
     def batch(self, step: int) -> dict:
         """The step's anchor rows (`batch_size` texts under the anchor's prompts) and relational rows (half the
-        batch of one language as queries, half of another language as passages, not both `seen`; `mined`: each
-        query's nearest passage first)."""
+        batch of one language as queries, half of another language as passages, not both `seen`, one of them a
+        relational pivot when there is one; `mined`: each query's nearest passage first)."""
         batch = {}
         if self.anchored:
             picked = torch.randperm(len(self.anchor_pool), generator=step_generator(self.seed, step, self.rank))
             batch.update(self._rows(self.anchor_pool[picked[: self.batch_size]].tolist()))
         if self.temperature is not None:
             generator = step_generator(self.seed + 1, step, self.rank)
-            langs = sorted(self.by_lang)
-            query_lang = langs[torch.randint(len(langs), (1,), generator=generator).item()]
-            others = ([lang for lang in langs if lang != query_lang and not {lang, query_lang} <= self.seen]
-                      or langs)
-            passage_lang = others[torch.randint(len(others), (1,), generator=generator).item()]
+            query_lang, passage_lang = self._languages(generator)
             half = max(1, self.batch_size // 2)
             queries, passages = ([self.by_lang[lang][i] for i in torch.randperm(
                 len(self.by_lang[lang]), generator=generator)] for lang in (query_lang, passage_lang))
@@ -194,6 +199,21 @@ class AnchorReplay:
             batch["relation"] = {"queries": self._rows([query_at + i for i in queries[:half]]),
                                  "passages": self._rows([passage_at + i for i in passages[:half]])}
         return batch
+
+    def _languages(self, generator: torch.Generator) -> tuple[str, str]:
+        """A step's query and passage languages: a pivot and another language, in an order drawn, with a
+        relational pivot; else any language, and another one that is not `seen` with it."""
+        def draw(options: list[str]) -> str:
+            return options[torch.randint(len(options), (1,), generator=generator).item()]
+        langs = sorted(self.by_lang)
+        if self.relation_pivot:
+            pivot = draw([lang for lang in langs if lang in self.relation_pivot])
+            other = draw([lang for lang in langs if lang not in self.relation_pivot
+                          and not {lang, pivot} <= self.seen] or [lang for lang in langs if lang != pivot])
+            return (pivot, other) if torch.randint(2, (1,), generator=generator).item() else (other, pivot)
+        query_lang = draw(langs)
+        return query_lang, draw([lang for lang in langs if lang != query_lang and not {lang, query_lang} <= self.seen]
+                                or langs)
 
     def _nearest(self, query_at: int, passage_at: int, queries: list[int], shuffled: list[int],
                  count: int) -> list[int]:
