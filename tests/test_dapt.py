@@ -401,3 +401,4 @@ def test_a_resumed_dapt_run_keeps_the_adapters_it_finished(tiny_model_dir, news_
     assert (out / "adapters" / "sw" / "adapter_model.safetensors").read_bytes() == saved
     results = json.loads((out / "dapt_results.json").read_text())
     assert set(results) == {"sw", "de"} and results["sw"]["language"] == "sw"
+    assert results["sw"]["adapter_bytes"] == len(saved)  # the kept adapter's size is in the table too

@@ -76,7 +76,8 @@ def test_parse_arm_grammar_and_its_errors():
     assert parse_arm("hybrid+relation").relation_pairs is None  # the study's --relation_pairs
     arm = parse_arm("hybrid+relation-mined-eng=3")
     assert (arm.relation_pairs, arm.relation_pivot, arm.relation_weight) == ("mined", "en", 3.0)
-    assert (parse_arm("hybrid+relation-en").relation_pairs, parse_arm("hybrid+relation").relation_pivot) == (None, None)
+    assert parse_arm("hybrid+relation-en").relation_pairs is None
+    assert parse_arm("hybrid+relation").relation_pivot is None  # the study's --relation_pivot
     arm = parse_arm("hybrid+anchor-en=3+relation=3@0.5")
     assert (arm.anchor, arm.anchor_pivot, arm.anchor_weight, arm.relation_weight) == (True, "en", 3.0, 3.0)
     assert parse_arm("hybrid+anchor").anchor_pivot is None  # the study's --anchor_pivot
@@ -89,7 +90,8 @@ def test_parse_arm_grammar_and_its_errors():
                       ("hybrid+anchor=x", "'x' is not a number"), ("hybrid+mlm=-1", "at least 0"),
                       ("hybrid+relation=-2", "at least 0"), ("hybrid+relations", "at most once"),
                       ("hybrid+relation+relation-unseen", "at most once"), ("hybrid+anchor-en+anchor", "at most once"),
-                      ("hybrid+anchor-", "at most once"), ("hybrid+relation-qqq", "relation pivot: unknown language code"),
+                      ("hybrid+anchor-", "at most once"),
+                      ("hybrid+relation-qqq", "relation pivot: unknown language code"),
                       ("hybrid+relation-mined-en-fr", r"relation takes \[-unseen\|-mined\]\[-LANG\]"),
                       ("hybrid+mlm-en", "at most once"),
                       ("hybrid+anchor-qqq", "anchor pivot: unknown language code")]:

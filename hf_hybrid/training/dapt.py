@@ -248,6 +248,10 @@ def language_record(cfg: DaptConfig, run: LanguageRun, corpus: dict, measured: d
     }
 
 
+def adapter_bytes(adapter_dir: Path) -> int:
+    return sum(f.stat().st_size for f in adapter_dir.glob("adapter_model.*"))
+
+
 def save_adapter(accelerator, cfg: DaptConfig, run: LanguageRun, peft_encoder, corpus: dict, record: dict,
                  output_dir: Path) -> Path:
     """The adapter in peft's layout under output_dir/adapters/<lang>/, with its MLM head, base-model
@@ -262,6 +266,7 @@ def save_adapter(accelerator, cfg: DaptConfig, run: LanguageRun, peft_encoder, c
               str(adapter_dir / "mlm_head.safetensors"))
     save_signature(run.objective.mlm, adapter_dir)
     save_profile(fit_profile(corpus["train"], corpus["heldout"]), adapter_dir)
+    record["adapter_bytes"] = adapter_bytes(adapter_dir)
     (adapter_dir / "dapt.json").write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return adapter_dir
 
@@ -298,13 +303,14 @@ def train_dapt(cfg: DaptConfig) -> Path:
         if cfg.resume and record_file.is_file():  # written last: the adapter is complete
             accelerator.print(f"{lang}: adapter saved already ({record_file}), not trained again")
             summary[lang] = json.loads(record_file.read_text())
+            # records written before dapt.json held the adapter's size
+            summary[lang].setdefault("adapter_bytes", adapter_bytes(record_file.parent))
             continue
         run = _language_run(accelerator, cfg, lang, corpus)
         measured, peft_encoder = adapt_language(accelerator, cfg, run, corpus, log)
         record = language_record(cfg, run, corpus, measured, accelerator.num_processes)
         if accelerator.is_main_process:
-            adapter_dir = save_adapter(accelerator, cfg, run, peft_encoder, corpus, record, output_dir)
-            record["adapter_bytes"] = sum(f.stat().st_size for f in adapter_dir.glob("adapter_model.*"))
+            save_adapter(accelerator, cfg, run, peft_encoder, corpus, record, output_dir)
         summary[lang] = record
         accelerator.free_memory()
     if accelerator.is_main_process:
