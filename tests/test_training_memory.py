@@ -29,7 +29,7 @@ def _bool_mask_dropout(x, p=0.5, training=False, inplace=False):
     """torch's dropout, drawing its mask as a bool tensor (the draws lean training makes)."""
     if not training or p == 0:
         return x
-    return torch.where(torch.empty_like(x, dtype=torch.bool).bernoulli_(1 - p), x, 0.0) * (1 / (1 - p))
+    return torch.where(memory._keep_mask(x, p), x, 0.0) * memory._keep_scale(p)
 
 
 def _step(model, seed: int = 3):
@@ -83,6 +83,23 @@ def _saved_bytes(model, monkeypatch) -> int:
     with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
         model(input_ids=ids, attention_mask=mask)
     return sum(size for ptr, size in saved.items() if ptr not in params)
+
+
+def test_dropout_masks_keep_each_element_independently_with_probability_1_minus_p():
+    torch.manual_seed(0)
+    for p in (0.1, 0.05, 0.5):
+        keep = memory._keep_mask(torch.empty(1000, 999), p)  # not a multiple of the 4 fields of a random integer
+        assert keep.shape == (1000, 999) and keep.dtype == torch.bool
+        rate = keep.float().mean().item()
+        assert abs(rate - (1 - p)) < 5 * (p * (1 - p) / keep.numel()) ** 0.5
+        assert abs(rate * memory._keep_scale(p) - 1) < 5 * (p / (1 - p) / keep.numel()) ** 0.5  # unbiased output
+        flat = keep.flatten().float()
+        for lag in (1, 2, 3, 4):  # the fields of one random integer and of the next are unrelated
+            assert abs(torch.corrcoef(torch.stack([flat[:-lag], flat[lag:]]))[0, 1].item()) < 0.005
+    torch.manual_seed(1)
+    first = memory._keep_mask(torch.empty(64), 0.1)
+    torch.manual_seed(1)
+    assert torch.equal(memory._keep_mask(torch.empty(64), 0.1), first)  # torch's generator: seeded, resumable
 
 
 def test_lean_training_keeps_less_for_the_backward_pass_and_evaluation_is_unchanged(monkeypatch):
@@ -186,16 +203,16 @@ def test_threads_share_one_malloc_arena_on_glibc():
     assert int(runs[0][1]) < int(runs[1][1])  # the threads' own arenas (each with a reserved, unmapped tail) are gone
 
 
-def _lora_bert():
+def _lora_bert(attention: str = "sdpa"):
     from peft import LoraConfig, get_peft_model
 
     model = _bert()
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = attention  # eager: its attention dropout draws through F.dropout
     return get_peft_model(model, LoraConfig(r=4, target_modules=["query", "key", "value", "dense"], lora_dropout=0.1))
 
 
 def test_lora_layers_keep_their_input_and_mask_instead_of_its_dropped_copy(monkeypatch):
-    lean, without_recipes, reference = _lora_bert(), _lora_bert(), _lora_bert()
+    lean, without_recipes, reference = _lora_bert(), _lora_bert(), _lora_bert("eager")
     lean_training(lean)
     loss, grads = _step(lean)
     with monkeypatch.context() as patch:
