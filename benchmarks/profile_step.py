@@ -3,8 +3,8 @@
 For each mode (all weights, frozen word embeddings, LoRA) it runs warm-up steps, then profiles `--steps` steps
 and prints milliseconds per step by phase (the `record_function` labels of the loop: collate, forward, loss,
 backward, optimizer, the last including gradient clipping) and for the operators that answer the usual
-questions: the word-embedding gradient (`embedding_dense_backward`), dropout (forward and backward), AdamW's
-update and the gradient-norm of clipping. Run it alone on the machine.
+questions: the word-embedding gradient (`embedding_dense_backward`), dropout (torch's forward and backward, or the
+masks lean training draws on CPU), AdamW's update and the gradient-norm of clipping. Run it alone on the machine.
 
     python benchmarks/profile_step.py --data ../shared/data/xquad-r --batch_size 32 --steps 4
 """
@@ -23,14 +23,16 @@ from hf_hybrid.models.offline import resolve_model_path
 from hf_hybrid.tables import markdown_table
 from hf_hybrid.training.hybrid import HybridTrainingConfig, build_run
 from hf_hybrid.training.loop import training_step
+from hf_hybrid.training.memory import DROPOUT_MASK
 
 PHASES = ("collate", "forward", "loss", "backward", "optimizer")
 OPERATORS = {  # label: operator names whose self time it sums
     "embedding gradient": ("aten::embedding_dense_backward",),
-    "dropout (fwd+bwd)": ("aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_"),
+    "dropout (torch's, fwd+bwd)": ("aten::native_dropout", "aten::native_dropout_backward", "aten::bernoulli_"),
     "AdamW update": ("aten::_fused_adamw_",),
     "gradient norm (clipping)": ("aten::_foreach_norm", "aten::linalg_vector_norm"),
 }
+LABELS = {"dropout masks (lean training's)": DROPOUT_MASK}  # record_function labels whose total time is counted
 MODES = {"full": {}, "frozen_embeddings": {"freeze_embeddings": True}, "lora": {"lora": True}}
 
 
@@ -58,6 +60,9 @@ def profile_mode(args, model_path: str, mode: str, tmp: str) -> dict:
     for event in prof.key_averages():
         if event.key in PHASES:
             times[event.key] += event.cpu_time_total / 1000 / args.steps
+        for label, name in LABELS.items():
+            if event.key == name:
+                times[label] += event.cpu_time_total / 1000 / args.steps
         for label, names in OPERATORS.items():
             if event.key in names:
                 times[label] += event.self_cpu_time_total / 1000 / args.steps
@@ -85,7 +90,7 @@ def main():
     model_path = resolve_model_path(args.model)
     with tempfile.TemporaryDirectory() as tmp:
         results = {mode: profile_mode(args, model_path, mode, tmp) for mode in args.modes}
-    labels = ["step", *PHASES, *OPERATORS, "trained parameters (M)"]
+    labels = ["step", *PHASES, *OPERATORS, *LABELS, "trained parameters (M)"]
     rows = [[label, *(f"{results[m].get(label, 0.0):.1f}" for m in args.modes)] for label in labels]
     print(f"ms per step, CPU ({torch.get_num_threads()} threads), batch {args.batch_size}, "
           f"chunk_tokens {args.chunk_tokens or 'the default'}")

@@ -31,6 +31,7 @@ LEAN_ATTENTION = "hf_hybrid_lean_sdpa"
 
 
 _FIELDS = 65536  # a mask element is one 16-bit field of a 64-bit random integer
+DROPOUT_MASK = "dropout_mask"  # the profiler's label of drawing one
 
 
 def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
@@ -39,8 +40,9 @@ def _keep_mask(like: torch.Tensor, p: float) -> torch.Tensor:
     draws a double an element. A LoRA step of multilingual-e5-small draws about 170M of them; on the 2-core CPU
     this takes a quarter of bernoulli_'s time (docs/benchmarks.md)."""
     n = like.numel()
-    fields = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2**63, 2**63 - 1)
-    return (fields.view(torch.int16)[:n] >= round(p * _FIELDS) - _FIELDS // 2).view(like.shape)
+    with torch.profiler.record_function(DROPOUT_MASK):
+        fields = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2**63, 2**63 - 1)
+        return (fields.view(torch.int16)[:n] >= round(p * _FIELDS) - _FIELDS // 2).view(like.shape)
 
 
 def _keep_scale(p: float) -> float:
