@@ -92,20 +92,16 @@ class AuxiliaryArgs(AnchorArgs):
                               f"{self.relation_pairs!r}")
         at_least(self, 1, "mlm_batch_size", "mlm_sequences_per_language")
         at_least(self, 8, "mlm_max_length")
-        for option in ("anchor_weight", "relation_weight"):
-            if getattr(self, option) > 0 and not self.anchor_text:
-                raise ConfigError(f"{option} {getattr(self, option)} needs --anchor_text (text sources, or "
+        for loss in ("anchor", "relation"):
+            weight, pivot = getattr(self, f"{loss}_weight"), getattr(self, f"{loss}_pivot")
+            if weight > 0 and not self.anchor_text:
+                raise ConfigError(f"{loss}_weight {weight} needs --anchor_text (text sources, or "
                                   f"'{TRAIN_TEXT}' for the training rows' texts)")
-        if self.anchor_pivot is not None:
-            if not self.anchor_pivot or self.anchor_weight <= 0:
-                raise ConfigError(f"anchor_pivot {self.anchor_pivot}: expected one or more replay languages, with "
-                                  f"--anchor_weight above 0")
-            self.anchor_pivot = [normalize_lang(lang) for lang in self.anchor_pivot]
-        if self.relation_pivot is not None:
-            if not self.relation_pivot or self.relation_weight <= 0:
-                raise ConfigError(f"relation_pivot {self.relation_pivot}: expected one or more replay languages, "
-                                  f"with --relation_weight above 0")
-            self.relation_pivot = [normalize_lang(lang) for lang in self.relation_pivot]
+            if pivot is not None:
+                if not pivot or weight <= 0:
+                    raise ConfigError(f"{loss}_pivot {pivot}: expected one or more replay languages, with "
+                                      f"--{loss}_weight above 0")
+                setattr(self, f"{loss}_pivot", [normalize_lang(lang) for lang in pivot])
         if self.mlm_weight > 0 and not self.mlm_text:
             raise ConfigError(f"mlm_weight {self.mlm_weight} needs --mlm_text (text sources, or '{TRAIN_TEXT}')")
 
