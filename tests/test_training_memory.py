@@ -230,6 +230,53 @@ def test_lora_layers_keep_their_input_and_mask_instead_of_its_dropped_copy(monke
     assert _saved_bytes(lean, monkeypatch) < 0.85 * _saved_bytes(without_recipes, monkeypatch)
 
 
+def _new_tensors_of_size(layer, x, numel: int) -> int:
+    """How many tensors of `numel` elements `layer`'s forward allocates (views and in-place results excluded)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    made = []
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and out.numel() == numel:
+                made.append(out.untyped_storage().data_ptr())
+            return out
+
+    with Count():
+        layer(x)
+    return len(set(made))
+
+
+def test_lora_layers_add_their_product_into_the_base_output_in_place():
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    lean, reference = _lora_bert(), _lora_bert()
+    lean_training(lean)
+    name, layer = next((n, m) for n, m in lean.named_modules() if isinstance(m, memory.LeanLoraLinear)
+                       and m.in_features != m.out_features)
+    peft_layer = reference.get_submodule(name)
+    assert type(peft_layer) is LoraLinear
+    with torch.no_grad():  # B starts at 0: give the adapter a product to add
+        for model_layer in (layer, peft_layer):
+            model_layer.lora_B["default"].weight.copy_(torch.randn(layer.out_features, 4,
+                                                                  generator=torch.Generator().manual_seed(2)))
+    x = torch.randn(3, 24, layer.in_features, requires_grad=True)
+    size = 3 * 24 * layer.out_features
+    # training: peft makes the base output, B's output, it scaled and the sum; the lean layer the base output only
+    assert _new_tensors_of_size(layer, x, size) == 1 < _new_tensors_of_size(peft_layer, x, size)
+    layer.eval(), peft_layer.eval()  # the same values without dropout (the masks are drawn differently)
+    out = layer(x)
+    torch.testing.assert_close(out, peft_layer(x))
+    out.sum().backward()
+    grads = x.grad.clone(), layer.lora_B["default"].weight.grad.clone()
+    x.grad = None
+    peft_layer(x).sum().backward()
+    torch.testing.assert_close(grads, (x.grad, peft_layer.lora_B["default"].weight.grad))
+    layer.merge()
+    torch.testing.assert_close(layer(x), out, rtol=1e-5, atol=1e-5)  # merged: peft's own forward, same values
+
+
 def test_the_heap_trim_gives_free_heap_memory_back_and_bounds_a_run(monkeypatch):
     if memory._glibc() is None:
         pytest.skip("glibc only")

@@ -21,6 +21,7 @@ from functools import cache, partial
 from pathlib import Path
 
 import torch
+from peft.tuners.lora.layer import Linear as LoraLinear
 from torch import nn
 from transformers import AttentionInterface
 from transformers.activations import GELUActivation
@@ -205,14 +206,39 @@ class Recomputed:
             self.outputs.clear()
 
 
+class LeanLoraLinear(LoraLinear):
+    """peft's LoRA Linear, whose CPU forward adds the adapter's product into the base layer's output in place
+    (one addmm_) instead of through three temporaries of the output's size (B's output, it scaled, the sum). glibc's
+    heap kept what those temporaries freed between the tensors kept for the backward pass: a LoRA forward of
+    multilingual-e5-small on 32 x 128 tokens ended with 1.3 GB free inside a 2.6 GB heap (docs/benchmarks.md).
+    Anything else (merged, disabled or several adapters, variants, a bias on B, other dtypes) is peft's forward."""
+
+    def forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        names = self.active_adapters
+        name = names[0] if len(names) == 1 else None
+        if (args or kwargs or self.disable_adapters or self.merged or name not in self.lora_A
+                or name in self.lora_variant or self.lora_B[name].bias is not None or x.device.type != "cpu"
+                or x.dtype != self.lora_A[name].weight.dtype or torch.is_autocast_enabled("cpu")):
+            return super().forward(x, *args, **kwargs)
+        result = self.base_layer(x)
+        down = self.lora_A[name](self.lora_dropout[name](x))
+        if not result.is_contiguous():
+            return result + self.lora_B[name](down) * self.scaling[name]
+        result.view(-1, result.shape[-1]).addmm_(down.reshape(-1, down.shape[-1]), self.lora_B[name].weight.t(),
+                                                   alpha=self.scaling[name])
+        return result
+
+
 def lean_training(model: nn.Module) -> None:
-    """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), lean attention where it runs
-    transformers' `sdpa` (the saved config is unaffected: the attention setting is not written), and GELU and
-    dropout outputs computed again in the backward pass instead of kept."""
+    """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), LoRA layers that add their product
+    in place, lean attention where it runs transformers' `sdpa` (the saved config is unaffected: the attention
+    setting is not written), and GELU and dropout outputs computed again in the backward pass instead of kept."""
     recomputed = Recomputed()
     for module in model.modules():
         if type(module) is nn.Dropout:
             module.__class__ = BoolMaskDropout
+        if type(module) is LoraLinear:
+            module.__class__ = LeanLoraLinear
         if isinstance(module, BoolMaskDropout):
             module.recomputed = recomputed
         if isinstance(module, (nn.GELU, GELUActivation)):
