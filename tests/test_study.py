@@ -1,7 +1,9 @@
 import json
 import re
+from pathlib import Path
 
-from hf_hybrid.study import StudyConfig, run_study
+from hf_hybrid.config import parse_config
+from hf_hybrid.study import StudyConfig, StudyRun, run_study
 
 
 def test_arms_side_by_side_on_folds(tiny_model_dir, tmp_path):
@@ -184,3 +186,18 @@ def test_the_settings_of_a_loss_that_is_off_do_not_hold_an_arm_back(tiny_model_d
         path = tmp_path / "a" / "fold0" / arm / "arm_settings.json"
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "relation_weight"}))
     run_study(StudyConfig(arms=["hybrid", "hybrid+anchor"], **common))
+
+
+def test_the_final_robust_study_trains_what_the_dev_study_trained():
+    """recipes/robust/study.yaml reuses the dev study's fold-0 models: every arm they share trains with the same
+    settings (only where results are written differs)."""
+    root = Path(__file__).resolve().parents[1] / "recipes" / "robust"
+    dev, final = (parse_config(StudyConfig, ["--config", str(root / name)]) for name in ("dev.yaml", "study.yaml"))
+    assert final.eval_split == "test" and final.folds == [0, 1] and dev.eval_split == "dev"
+    shared = [arm for arm in final.all_arms() if arm.sampler and arm.composition == "none"]
+    assert {"hybrid", "hybrid+relation-en=3", "hybrid+relation-en=3+mlm"} <= {arm.name for arm in shared}
+    for arm in shared:
+        dev_values, final_values = (StudyRun(cfg).training_values(0, arm) for cfg in (dev, final))
+        differ = {k for k in dev_values if dev_values[k] != final_values[k]}
+        assert differ <= {"output_dir"}, (arm.name, differ)
+        assert StudyRun(dev).model_dir(0, arm) == StudyRun(final).model_dir(0, arm)
