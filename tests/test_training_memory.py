@@ -6,9 +6,10 @@ import io
 import pytest
 import torch
 from transformers import BertConfig, BertModel
+from transformers.activations import GELUActivation
 
 from hf_hybrid.training import memory
-from hf_hybrid.training.memory import BoolMaskDropout, lean_training
+from hf_hybrid.training.memory import Bits, BoolMaskDropout, LeanLayerNorm, lean_training
 
 
 def _bert(seed: int = 0) -> BertModel:
@@ -56,8 +57,9 @@ def test_lean_training_equals_the_eager_model_with_the_same_dropout_masks(monkey
     ref_loss, ref_grads = _step(reference)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == ref_grads.keys() and len(grads) > 10
-    for name in grads:
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    for name in grads:  # float noise scales with the gradient's size (the loss is in the thousands)
+        atol = max(1e-6, 1e-6 * ref_grads[name].abs().max().item())
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=atol, msg=name)
     monkeypatch.undo()
     assert not torch.allclose(_step(lean, seed=4)[0], loss)  # dropout is on
 
@@ -70,9 +72,11 @@ def _saved_bytes(model, monkeypatch) -> int:
     def count(t):
         if isinstance(t, torch.Tensor):
             saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        elif isinstance(t, memory.Bits):
+            count(t.packed), count(t.tail)
         else:  # a recomputed output: what it is computed from is kept
             for x in t.inputs:
-                count(x if isinstance(x, memory._Recipe) else x[0])
+                count(x if isinstance(x, (memory._Recipe, memory.Bits)) else x[0])
         return t
 
     lean_pack = memory.Recomputed.pack
@@ -111,14 +115,64 @@ def test_lean_training_keeps_less_for_the_backward_pass_and_evaluation_is_unchan
     ids, mask = _inputs()
     gelu_outputs = 2 * ids.numel() * 4 * lean.config.intermediate_size  # 2 layers, float32
     lean_training(no_gelu)
-    with monkeypatch.context() as patch:
-        patch.setattr(memory.Recomputed, "record", lambda *args: None)  # nothing recomputed
+    record = memory.Recomputed.record
+    with monkeypatch.context() as patch:  # GELU outputs kept
+        patch.setattr(memory.Recomputed, "record", lambda self, out, fn, *inputs: None if isinstance(
+            getattr(fn, "__self__", None), GELUActivation) else record(self, out, fn, *inputs))
         no_gelu_bytes = _saved_bytes(no_gelu, patch)
     assert no_gelu_bytes - _saved_bytes(lean, monkeypatch) == gelu_outputs
     plain.eval(), lean.eval()
     with torch.inference_mode():
         torch.testing.assert_close(lean(input_ids=ids, attention_mask=mask).last_hidden_state,
                                    plain(input_ids=ids, attention_mask=mask).last_hidden_state)
+
+
+@pytest.mark.parametrize("shape", [(4096,), (3, 4, 343), (2, 12, 17, 17)])
+def test_bool_masks_kept_as_bits_come_back_unchanged(shape):
+    for p in (0.1, 0.5, 0.9):
+        mask = torch.rand(shape, generator=torch.Generator().manual_seed(0)) < p
+        bits = Bits.pack(mask)
+        assert Bits.fits(mask) and bits.packed.numel() == mask.numel() // 8 and bits.tail.numel() == mask.numel() % 8
+        assert torch.equal(bits.unpack(), mask)
+    assert not Bits.fits(torch.ones(2 * Bits.MIN_ELEMENTS, dtype=torch.bool)[::2]) and not Bits.fits(mask.float())
+
+
+def test_layer_norms_keep_their_output_and_equal_nn_layer_norm():
+    reference = torch.nn.LayerNorm(48)
+    torch.nn.init.uniform_(reference.weight, 0.2, 1.5), torch.nn.init.normal_(reference.bias)
+    lean = LeanLayerNorm(48)
+    lean.load_state_dict(reference.state_dict())
+    x = torch.randn(3, 20, 48, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    grad = torch.randn(3, 20, 48, generator=torch.Generator().manual_seed(1))
+    outputs = []
+    for norm in (reference, lean):
+        inputs = x.clone().requires_grad_()
+        y = norm(inputs)
+        y.backward(grad)
+        outputs.append((y, inputs.grad, norm.weight.grad, norm.bias.grad))
+    assert type(y.grad_fn).__name__ == "_LayerNormFromOutputBackward"
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        lean.weight[3] = 0.0  # the normalized input cannot be recovered from the output: it keeps its input
+    assert type(lean(x.clone().requires_grad_()).grad_fn).__name__ == "NativeLayerNormBackward0"
+
+
+def test_masks_kept_as_bits_keep_less_for_the_same_gradients(monkeypatch):
+    monkeypatch.setattr(Bits, "MIN_ELEMENTS", 8)  # the tiny model's masks are small
+    as_bits, as_bytes = _bert(), _bert()
+    for model in (as_bits, as_bytes):
+        model.config._attn_implementation = "sdpa"
+        lean_training(model)
+    loss, grads = _step(as_bits)
+    bits_saved = _saved_bytes(as_bits, monkeypatch)
+    monkeypatch.setattr(Bits, "fits", staticmethod(lambda t: False))
+    ref_loss, ref_grads = _step(as_bytes)
+    assert loss == ref_loss and all(torch.equal(grads[name], ref_grads[name]) for name in grads)
+    (batch, length), layers, hidden, heads = _inputs()[0].shape, 2, 32, 4
+    masks = ((1 + 2 * layers) * batch * length * hidden  # the embeddings' dropout, two in each layer
+             + layers * batch * heads * length * length  # attention's dropout
+             + batch * length * length)  # the attention mask
+    assert _saved_bytes(as_bytes, monkeypatch) - bits_saved == 7 * masks // 8
 
 
 def test_the_saved_config_does_not_name_the_lean_attention(tmp_path):
@@ -182,25 +236,6 @@ def test_gradient_caching_equals_the_plain_step_under_lean_training(tiny_model_d
     plain = _step(encoder, batch)
     torch.manual_seed(1)
     _assert_same(plain, _step(encoder, batch, cached=True))  # the replayed passes draw the same bool masks
-
-
-def test_threads_share_one_malloc_arena_on_glibc():
-    import platform
-    import subprocess
-    import sys
-
-    code = ("import threading\nfrom hf_hybrid.training.memory import one_malloc_arena\nprint(one_malloc_arena())\n"
-            "def work():\n    for _ in range(2000): bytearray(300_000)\n"
-            "threads = [threading.Thread(target=work) for _ in range(4)]\n[t.start() for t in threads]\n"
-            "[t.join() for t in threads]\nprint(open('/proc/self/maps').read().count('---p'))")
-    runs = [subprocess.run([sys.executable, "-c", code.replace("print(one_malloc_arena())", line)],
-                           capture_output=True, text=True, check=True).stdout.split()
-            for line in ("print(one_malloc_arena())", "print(False)")]
-    if platform.libc_ver()[0] != "glibc":
-        assert runs[0][0] == "False"
-        return
-    assert runs[0][0] == "True"
-    assert int(runs[0][1]) < int(runs[1][1])  # the threads' own arenas (each with a reserved, unmapped tail) are gone
 
 
 def _lora_bert(attention: str = "sdpa"):
@@ -275,23 +310,3 @@ def test_lora_layers_add_their_product_into_the_base_output_in_place():
     torch.testing.assert_close(grads, (x.grad, peft_layer.lora_B["default"].weight.grad))
     layer.merge()
     torch.testing.assert_close(layer(x), out, rtol=1e-5, atol=1e-5)  # merged: peft's own forward, same values
-
-
-def test_the_heap_trim_gives_free_heap_memory_back_and_bounds_a_run(monkeypatch):
-    if memory._glibc() is None:
-        pytest.skip("glibc only")
-    blocks, kept = [], []
-    for i in range(1000):  # blocks of many sizes below glibc's mmap threshold, each with a small one kept after it
-        blocks.append(torch.ones(20_000 + 7 * i))
-        kept.append(torch.ones(64))
-    del blocks  # 90 MB free inside the heap, resident
-    before = memory.resident_gb()
-    assert memory.release_free_heap() and memory.resident_gb() < before - 0.05
-    resident = iter([1.0, 1.2, 1.6, 1.4])  # GB after steps 2-5
-    monkeypatch.setattr(memory, "resident_gb", lambda: next(resident))
-    trimmed = []
-    monkeypatch.setattr(memory, "release_free_heap", lambda: trimmed.append(True) or True)
-    trim = memory.HeapTrim(margin_gb=0.5)
-    for _ in range(5):
-        trim()
-    assert trim.bound == 1.5 and trim.trims == 2 == len(trimmed)  # step 1, then step 4 above 1.0 + 0.5

@@ -40,6 +40,7 @@ from hf_hybrid.training.auxiliary import AuxiliaryArgs, JointMLM, build_auxiliar
 from hf_hybrid.training.checkpoint import resume, save_checkpoint
 from hf_hybrid.training.dev_eval import DevEvalArgs, DevEvaluation
 from hf_hybrid.training.grad_cache import cached_forward_backward
+from hf_hybrid.training.heap import one_malloc_arena
 from hf_hybrid.training.loop import (
     Loop,
     StepOutput,
@@ -50,7 +51,7 @@ from hf_hybrid.training.loop import (
     truncate_jsonl,
 )
 from hf_hybrid.training.loss import InBatchNegativesLoss
-from hf_hybrid.training.memory import lean_training, one_malloc_arena
+from hf_hybrid.training.memory import lean_training
 from hf_hybrid.training.replay import AnchorReplay
 from hf_hybrid.training.trackers import ReportArgs, accelerator_kwargs, start_trackers, tracked
 

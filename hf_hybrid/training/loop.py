@@ -25,7 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from hf_hybrid.config import LoopArgs
-from hf_hybrid.training.memory import HeapTrim, resident_gb
+from hf_hybrid.training.heap import HeapTrim, resident_gb
 from hf_hybrid.training.sparse_adamw import RowSparseAdamW, sparse_gradient_norm_
 
 
