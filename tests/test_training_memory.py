@@ -3,13 +3,11 @@ backward pass; deferred weight decay writes only the embedding rows that are rea
 
 import io
 
-import pytest
 import torch
 from transformers import BertConfig, BertModel
-from transformers.activations import GELUActivation
 
 from hf_hybrid.training import memory
-from hf_hybrid.training.memory import Bits, BoolMaskDropout, LeanLayerNorm, lean_training
+from hf_hybrid.training.memory import BoolMaskDropout, lean_training
 
 
 def _bert(seed: int = 0) -> BertModel:
@@ -57,9 +55,8 @@ def test_lean_training_equals_the_eager_model_with_the_same_dropout_masks(monkey
     ref_loss, ref_grads = _step(reference)
     torch.testing.assert_close(loss, ref_loss, rtol=1e-5, atol=1e-6)
     assert grads.keys() == ref_grads.keys() and len(grads) > 10
-    for name in grads:  # float noise scales with the gradient's size (the loss is in the thousands)
-        atol = max(1e-6, 1e-6 * ref_grads[name].abs().max().item())
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=atol, msg=name)
+    for name in grads:
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=1e-4, atol=1e-6, msg=name)
     monkeypatch.undo()
     assert not torch.allclose(_step(lean, seed=4)[0], loss)  # dropout is on
 
@@ -72,11 +69,9 @@ def _saved_bytes(model, monkeypatch) -> int:
     def count(t):
         if isinstance(t, torch.Tensor):
             saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        elif isinstance(t, memory.Bits):
-            count(t.packed), count(t.tail)
         else:  # a recomputed output: what it is computed from is kept
             for x in t.inputs:
-                count(x if isinstance(x, (memory._Recipe, memory.Bits)) else x[0])
+                count(x if isinstance(x, memory._Recipe) else x[0])
         return t
 
     lean_pack = memory.Recomputed.pack
@@ -115,64 +110,14 @@ def test_lean_training_keeps_less_for_the_backward_pass_and_evaluation_is_unchan
     ids, mask = _inputs()
     gelu_outputs = 2 * ids.numel() * 4 * lean.config.intermediate_size  # 2 layers, float32
     lean_training(no_gelu)
-    record = memory.Recomputed.record
-    with monkeypatch.context() as patch:  # GELU outputs kept
-        patch.setattr(memory.Recomputed, "record", lambda self, out, fn, *inputs: None if isinstance(
-            getattr(fn, "__self__", None), GELUActivation) else record(self, out, fn, *inputs))
+    with monkeypatch.context() as patch:
+        patch.setattr(memory.Recomputed, "record", lambda *args: None)  # nothing recomputed
         no_gelu_bytes = _saved_bytes(no_gelu, patch)
     assert no_gelu_bytes - _saved_bytes(lean, monkeypatch) == gelu_outputs
     plain.eval(), lean.eval()
     with torch.inference_mode():
         torch.testing.assert_close(lean(input_ids=ids, attention_mask=mask).last_hidden_state,
                                    plain(input_ids=ids, attention_mask=mask).last_hidden_state)
-
-
-@pytest.mark.parametrize("shape", [(4096,), (3, 4, 343), (2, 12, 17, 17)])
-def test_bool_masks_kept_as_bits_come_back_unchanged(shape):
-    for p in (0.1, 0.5, 0.9):
-        mask = torch.rand(shape, generator=torch.Generator().manual_seed(0)) < p
-        bits = Bits.pack(mask)
-        assert Bits.fits(mask) and bits.packed.numel() == mask.numel() // 8 and bits.tail.numel() == mask.numel() % 8
-        assert torch.equal(bits.unpack(), mask)
-    assert not Bits.fits(torch.ones(2 * Bits.MIN_ELEMENTS, dtype=torch.bool)[::2]) and not Bits.fits(mask.float())
-
-
-def test_layer_norms_keep_their_output_and_equal_nn_layer_norm():
-    reference = torch.nn.LayerNorm(48)
-    torch.nn.init.uniform_(reference.weight, 0.2, 1.5), torch.nn.init.normal_(reference.bias)
-    lean = LeanLayerNorm(48)
-    lean.load_state_dict(reference.state_dict())
-    x = torch.randn(3, 20, 48, generator=torch.Generator().manual_seed(0)) * 3 + 1
-    grad = torch.randn(3, 20, 48, generator=torch.Generator().manual_seed(1))
-    outputs = []
-    for norm in (reference, lean):
-        inputs = x.clone().requires_grad_()
-        y = norm(inputs)
-        y.backward(grad)
-        outputs.append((y, inputs.grad, norm.weight.grad, norm.bias.grad))
-    assert type(y.grad_fn).__name__ == "_LayerNormFromOutputBackward"
-    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-5, atol=1e-5)
-    with torch.no_grad():
-        lean.weight[3] = 0.0  # the normalized input cannot be recovered from the output: it keeps its input
-    assert type(lean(x.clone().requires_grad_()).grad_fn).__name__ == "NativeLayerNormBackward0"
-
-
-def test_masks_kept_as_bits_keep_less_for_the_same_gradients(monkeypatch):
-    monkeypatch.setattr(Bits, "MIN_ELEMENTS", 8)  # the tiny model's masks are small
-    as_bits, as_bytes = _bert(), _bert()
-    for model in (as_bits, as_bytes):
-        model.config._attn_implementation = "sdpa"
-        lean_training(model)
-    loss, grads = _step(as_bits)
-    bits_saved = _saved_bytes(as_bits, monkeypatch)
-    monkeypatch.setattr(Bits, "fits", staticmethod(lambda t: False))
-    ref_loss, ref_grads = _step(as_bytes)
-    assert loss == ref_loss and all(torch.equal(grads[name], ref_grads[name]) for name in grads)
-    (batch, length), layers, hidden, heads = _inputs()[0].shape, 2, 32, 4
-    masks = ((1 + 2 * layers) * batch * length * hidden  # the embeddings' dropout, two in each layer
-             + layers * batch * heads * length * length  # attention's dropout
-             + batch * length * length)  # the attention mask
-    assert _saved_bytes(as_bytes, monkeypatch) - bits_saved == 7 * masks // 8
 
 
 def test_the_saved_config_does_not_name_the_lean_attention(tmp_path):

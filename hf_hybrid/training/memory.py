@@ -130,85 +130,13 @@ AttentionInterface.register(LEAN_ATTENTION, lean_attention_forward)
 AttentionMaskInterface.register(LEAN_ATTENTION, sdpa_mask)  # without one, transformers would pass no mask
 
 
-_PACK = 0x0102040810204080  # gathers the low bits of a word's 8 bytes into its top byte
-_SPREAD = 0x0101010101010101  # copies a byte into each of a word's 8 bytes
-_BIT_OF_EACH_BYTE = 0x8040201008040201 - 2**64  # as int64
-_CARRY_TO_TOP = 0x7F7F7F7F7F7F7F7F  # a byte's top bit set where any of its bits was
-
-
-@dataclass
-class Bits:
-    """A contiguous bool tensor kept as one bit an element, not a byte (dropout masks, 0.19 GB of a LoRA step of
-    multilingual-e5-small on XQuAD-R): 8 bytes packed into one by a multiplication, spread back by another."""
-
-    packed: torch.Tensor
-    tail: torch.Tensor  # the last numel % 8 elements, as they are
-    shape: torch.Size
-
-    MIN_ELEMENTS = 4096
-
-    @staticmethod
-    def fits(t: torch.Tensor) -> bool:
-        return (t.dtype == torch.bool and t.layout == torch.strided and t.is_contiguous()
-                and t.numel() >= Bits.MIN_ELEMENTS and t.storage_offset() % 8 == 0)
-
-    @classmethod
-    def pack(cls, t: torch.Tensor) -> Bits:
-        flat = t.reshape(-1)
-        whole = flat.numel() - flat.numel() % 8
-        words = flat[:whole].view(torch.uint8).view(torch.int64)
-        return cls(((words * _PACK) >> 56).to(torch.uint8), flat[whole:].clone(), t.shape)
-
-    def unpack(self) -> torch.Tensor:
-        spread = (self.packed.to(torch.int64) * _SPREAD).bitwise_and_(_BIT_OF_EACH_BYTE)
-        ones = spread.add_(_CARRY_TO_TOP).bitwise_right_shift_(7).bitwise_and_(_SPREAD)
-        flat = ones.view(torch.uint8).view(torch.bool)
-        return (torch.cat([flat, self.tail]) if self.tail.numel() else flat).view(self.shape)
-
-
-class _LayerNormFromOutput(torch.autograd.Function):
-    """Layer norm that keeps its output (which the next layer keeps anyway) instead of its input, as Apex's
-    memory-efficient layer norm does: the normalized input is (output - bias) / weight."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps):
-        y, _, rstd = torch.native_layer_norm(x, weight.shape, weight, bias, eps)
-        ctx.save_for_backward(y, weight, bias, rstd)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        y, weight, bias, rstd = ctx.saved_tensors
-        normalized = (y - bias).div_(weight)
-        g = grad * weight
-        mean_g, mean_gn = g.mean(-1, keepdim=True), (g * normalized).mean(-1, keepdim=True)
-        grad_x = g.sub_(mean_g).sub_(normalized * mean_gn).mul_(rstd)
-        rows = grad.reshape(-1, weight.numel())
-        grad_weight = (rows * normalized.reshape(rows.shape)).sum(0) if ctx.needs_input_grad[1] else None
-        grad_bias = rows.sum(0) if ctx.needs_input_grad[2] else None
-        return grad_x, grad_weight, grad_bias, None
-
-
-class LeanLayerNorm(nn.LayerNorm):
-    """nn.LayerNorm that, training on CPU, keeps its output instead of its input for the backward pass (one
-    hidden-state tensor less per layer norm; BERT-like encoders have two a layer). Where a weight is near 0 the
-    normalized input cannot be recovered from the output, and it keeps its input as nn.LayerNorm does."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and self.weight is not None
-                and self.bias is not None and len(self.normalized_shape) == 1 and x.dtype == self.weight.dtype
-                and bool(self.weight.detach().abs().min() > 1e-3)):
-            return _LayerNormFromOutput.apply(x, self.weight, self.bias, self.eps)
-        return super().forward(x)
-
-
 @dataclass
 class _Recipe:
     """How to compute a kept activation again: `fn` of inputs, each a tensor with the version it had (checked on
     use) or a recipe itself, viewed as the tensor that was saved."""
 
     fn: Callable
-    inputs: list  # (tensor, version), Bits, or _Recipe
+    inputs: list
     shape: torch.Size
     stride: tuple
     offset: int
@@ -218,9 +146,6 @@ class _Recipe:
         for x in self.inputs:
             if isinstance(x, _Recipe):
                 args.append(x.compute())
-                continue
-            if isinstance(x, Bits):
-                args.append(x.unpack())
                 continue
             tensor, version = x
             if tensor._version != version:
@@ -242,29 +167,14 @@ class Recomputed:
 
     def __init__(self):
         self.outputs: OrderedDict[int, tuple] = OrderedDict()  # storage address -> output, version, fn, inputs
-        self.packed: OrderedDict[int, tuple] = OrderedDict()  # storage address -> mask, its Bits
         self.hooks: list = []
 
     def record(self, output: torch.Tensor, fn, *inputs: torch.Tensor) -> None:
         if self.hooks and torch.is_grad_enabled():
-            kept = [self._recipe(t) or self._bits(t) or (t, t._version) for t in inputs]
-            self._remember(self.outputs, output, (output, output._version, fn, kept))
-
-    def _remember(self, table: OrderedDict, t: torch.Tensor, entry: tuple) -> None:
-        table[t.untyped_storage().data_ptr()] = entry
-        while len(table) > self.REMEMBERED:
-            table.popitem(last=False)
-
-    def _bits(self, t: torch.Tensor) -> Bits | None:
-        """A bool mask kept as bits (a dropout's: saved by the dropout and by its output's recipe, packed once)."""
-        if not Bits.fits(t):
-            return None
-        found = self.packed.get(t.untyped_storage().data_ptr())
-        if found is not None and found[0] is t:
-            return found[1]
-        bits = Bits.pack(t)
-        self._remember(self.packed, t, (t, bits))
-        return bits
+            kept = [self._recipe(t) or (t, t._version) for t in inputs]
+            self.outputs[output.untyped_storage().data_ptr()] = (output, output._version, fn, kept)
+            while len(self.outputs) > self.REMEMBERED:
+                self.outputs.popitem(last=False)
 
     def _recipe(self, t: torch.Tensor) -> _Recipe | None:
         found = self.outputs.get(t.untyped_storage().data_ptr()) if t.layout == torch.strided else None
@@ -273,12 +183,10 @@ class Recomputed:
         return _Recipe(found[2], found[3], t.shape, t.stride(), t.storage_offset())
 
     def pack(self, t: torch.Tensor):
-        return self._recipe(t) or self._bits(t) or t
+        return self._recipe(t) or t
 
     @staticmethod
     def unpack(packed):
-        if isinstance(packed, Bits):
-            return packed.unpack()
         return packed.compute() if isinstance(packed, _Recipe) else packed
 
     def enter(self, module, args) -> None:
@@ -292,7 +200,6 @@ class Recomputed:
             self.hooks.pop().__exit__(None, None, None)
         if not self.hooks:
             self.outputs.clear()
-            self.packed.clear()
 
 
 class LeanLoraLinear(LoraLinear):
@@ -320,17 +227,14 @@ class LeanLoraLinear(LoraLinear):
 
 def lean_training(model: nn.Module) -> None:
     """Bool-mask dropout everywhere in `model` (peft's LoRA dropout included), LoRA layers that add their product
-    in place, layer norms that keep their output, lean attention where it runs transformers' `sdpa` (the saved config
-    is unaffected: the attention setting is not written), GELU and dropout outputs computed again in the backward
-    pass instead of kept, and bool masks kept as bits."""
+    in place, lean attention where it runs transformers' `sdpa` (the saved config is unaffected: the attention
+    setting is not written), and GELU and dropout outputs computed again in the backward pass instead of kept."""
     recomputed = Recomputed()
     for module in model.modules():
         if type(module) is nn.Dropout:
             module.__class__ = BoolMaskDropout
         if type(module) is LoraLinear:
             module.__class__ = LeanLoraLinear
-        if type(module) is nn.LayerNorm:
-            module.__class__ = LeanLayerNorm
         if isinstance(module, BoolMaskDropout):
             module.recomputed = recomputed
         if isinstance(module, (nn.GELU, GELUActivation)):

