@@ -10,30 +10,15 @@ memory-mapped checkpoint.
 from __future__ import annotations
 
 import argparse
-import ctypes
 import resource
 
 import torch
 
 from hf_hybrid.errors import HfHybridError
 from hf_hybrid.training import hybrid
-from hf_hybrid.training.heap import _glibc, resident_gb
+from hf_hybrid.training.heap import heap_gb, resident_gb
 from hf_hybrid.training.hybrid import HybridTrainingConfig
 from hf_hybrid.training.loop import Loop
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
-
-
-def heap_gb() -> tuple[float, float]:
-    """glibc's main heap and arenas: (size, in use), in GB."""
-    libc = _glibc()
-    libc.mallinfo2.restype = _MallInfo2
-    info = libc.mallinfo2()
-    return info.arena / 2**30, info.uordblks / 2**30
 
 
 def main(argv=None) -> None:
@@ -45,7 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args(argv)
-    if _glibc() is None or resident_gb() is None:
+    if heap_gb() is None or resident_gb() is None:
         raise SystemExit("error: the probe reads glibc's heap and /proc: Linux with glibc only")
     torch.set_num_threads(args.threads)
     cfg = HybridTrainingConfig(model=args.model, data=args.data, batch_size=args.batch_size, max_steps=args.steps,

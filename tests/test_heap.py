@@ -32,7 +32,9 @@ def test_the_heap_trim_gives_free_heap_memory_back_and_bounds_a_run(monkeypatch)
     for i in range(1000):  # blocks of many sizes below glibc's mmap threshold, each with a small one kept after it
         blocks.append(torch.ones(20_000 + 7 * i))
         kept.append(torch.ones(64))
+    size, used = heap.heap_gb()
     del blocks  # 90 MB free inside the heap, resident
+    assert heap.heap_gb()[1] < used - 0.05 and size >= used
     before = heap.resident_gb()
     assert heap.release_free_heap() and heap.resident_gb() < before - 0.05
     resident = iter([1.0, 1.2, 1.6, 1.4])  # GB after steps 2-5

@@ -41,6 +41,22 @@ def resident_gb() -> float | None:
     return next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:")) / 2**20
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def heap_gb() -> tuple[float, float] | None:
+    """glibc only: the size of its heap and arenas and the part in use (mallinfo2), in GB."""
+    libc = _glibc()
+    if libc is None:
+        return None
+    libc.mallinfo2.restype = _MallInfo2
+    info = libc.mallinfo2()
+    return info.arena / 2**30, info.uordblks / 2**30
+
+
 def release_free_heap() -> bool:
     """glibc only: give the free pages inside the C heap back to the system (malloc_trim). Returns whether it could."""
     libc = _glibc()
