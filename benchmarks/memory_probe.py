@@ -10,6 +10,7 @@ memory-mapped checkpoint.
 from __future__ import annotations
 
 import argparse
+import itertools
 import resource
 
 import torch
@@ -43,19 +44,17 @@ def main(argv=None) -> None:
     print(f"built: resident {resident_gb():.2f} GB, heap {heap_gb()[0]:.2f} GB")
     print("| step | real tokens | after forward: resident / heap / in use (GB) | after backward: resident / heap "
           "/ in use (GB) |\n|---|---|---|---|")
-    step = run.forward_backward
+    steps = itertools.count(1)
 
     def probed(model, batch, backward):
         def probed_backward(loss):
             after_forward = (resident_gb(), *heap_gb())
             backward(loss)
             cells = [" / ".join(f"{x:.2f}" for x in row) for row in (after_forward, (resident_gb(), *heap_gb()))]
-            print(f"| {probed.step} | {batch['query'].tokens + batch['passage'].tokens} | {cells[0]} | {cells[1]} |",
+            print(f"| {next(steps)} | {batch['query'].tokens + batch['passage'].tokens} | {cells[0]} | {cells[1]} |",
                   flush=True)
-            probed.step += 1
-        return step(model, batch, probed_backward)
+        return run.forward_backward(model, batch, probed_backward)
 
-    probed.step = 1
     loop = Loop(run.accelerator, run.model, run.optimizer, run.scheduler, cfg.logging_steps, cfg.max_grad_norm,
                 log=lambda record: None, examples_name="pairs")
     loop.run(run.batches(), probed, cfg.max_steps)
