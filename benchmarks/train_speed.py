@@ -234,6 +234,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--max_query_length", type=int, default=64, help="query tokens kept")
     parser.add_argument("--chunk_tokens", type=int, help="hf-hybrid's chunk token budget (default: its own)")
     parser.add_argument("--mini_batch_size", type=int, help="gradient caching, on both sides")
+    parser.add_argument("--packing", choices=("true", "false"), help="hf-hybrid packs its texts (default: its own)")
     parser.add_argument("--mixed_precision", default="no", help="no, fp16 or bf16")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads of each run")
     parser.add_argument("--out", help="write the results as JSON here")
@@ -255,6 +256,7 @@ def make_plan(args) -> dict:
                   max_steps=args.warmup_steps + args.steps, max_query_length=args.max_query_length,
                   max_passage_length=args.max_length, chunk_tokens=args.chunk_tokens,
                   mini_batch_size=args.mini_batch_size, mixed_precision=args.mixed_precision,
+                  packing=None if args.packing is None else args.packing == "true",
                   lora=args.mode == "lora", freeze_embeddings=args.mode == "frozen_embeddings")
     cfg = HybridTrainingConfig(**config)
     one_process = argparse.Namespace(num_processes=1, process_index=0)  # each run is one process

@@ -1,6 +1,7 @@
 """Length-grouped chunks under a token budget: texts sorted by length and cut into chunks whose padded size
 (rows x the chunk's longest text) stays within the budget, so each chunk is padded only to its own longest
-text instead of the whole batch's. Training (`Chunks.embed`) and encoding (`Encoder.encode`) batch this way."""
+text instead of the whole batch's. Training (`Chunks.embed`) and encoding (`Encoder.encode`) batch this way;
+training on GPU packs its chunks instead (`packing.py`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from hf_hybrid.errors import ConfigError
+from hf_hybrid.models.packing import pack, plan_packs
 
 
 def plan_chunks(lengths: list[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
@@ -58,7 +60,12 @@ class Chunks:
     rows: list[list[int]]
 
     @classmethod
-    def build(cls, sequences: list[list[int]], pad_id: int, max_tokens: int, max_rows: int | None = None):
+    def build(cls, sequences: list[list[int]], pad_id: int, max_tokens: int, max_rows: int | None = None,
+              packed: bool = False):
+        """`packed`: each chunk is a pack of texts with no padding (`packing.py`), `max_tokens` real tokens."""
+        if packed:
+            rows = plan_packs([len(s) for s in sequences], max_tokens, max_rows)
+            return cls([pack([sequences[i] for i in chunk]) for chunk in rows], rows)
         rows = plan_chunks([len(s) for s in sequences], max_tokens, max_rows)
         return cls([pad([sequences[i] for i in chunk], pad_id) for chunk in rows], rows)
 
@@ -68,11 +75,15 @@ class Chunks:
     @property
     def tokens(self) -> int:
         """Real tokens, padding excluded."""
-        return sum(int(chunk["attention_mask"].sum()) for chunk in self.inputs)
+        return sum(int(chunk["cu_seq_lens"][-1]) if "cu_seq_lens" in chunk else int(chunk["attention_mask"].sum())
+                   for chunk in self.inputs)
 
     def embed_chunk(self, model, k: int, langs: list[str] | None, device) -> torch.Tensor:
         chunk = self.inputs[k]
         chunk_langs = [langs[i] for i in self.rows[k]] if langs is not None else None
+        if "cu_seq_lens" in chunk:
+            return model(chunk["input_ids"].to(device, non_blocking=True), None, chunk_langs,
+                         packed=(chunk["cu_seq_lens"].to(device, non_blocking=True), chunk["max_length"]))
         return model(chunk["input_ids"].to(device, non_blocking=True),
                      chunk["attention_mask"].to(device, non_blocking=True), chunk_langs)
 

@@ -16,7 +16,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_N
 from transformers.utils import logging as hf_logging
 
 from hf_hybrid.errors import ConfigError, EncoderLoadError
-from hf_hybrid.models import st_layout
+from hf_hybrid.models import packing, st_layout
 from hf_hybrid.models.adapters import RETRIEVER, copy_adapter_records, route_adapters
 from hf_hybrid.models.chunks import in_order, pad, plan_chunks
 from hf_hybrid.models.offline import E5_PREFIXES, resolve_model_path
@@ -138,10 +138,15 @@ class Encoder(nn.Module):
         """`token_ids` padded to the longest text, as tensors."""
         return self.tokenizer.pad({"input_ids": self.token_ids(texts, kind, max_length)}, return_tensors="pt")
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                langs: list[str] | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                langs: list[str] | None = None, packed: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
         """Pooled embeddings; with routed adapters and each row's language, every language's rows
-        pass through that language's adapter."""
+        pass through that language's adapter. `packed`: `input_ids` is one pack of texts (`models/packing.py`)
+        with its (cu_seq_lens, max_length), and `attention_mask` is None."""
+        if packed is not None:
+            if self.routed:
+                raise ConfigError("packed texts cannot go through routed adapters: expected padded chunks")
+            return self._embed_packed(input_ids, *packed)
         if not self.routed or langs is None:
             return self._embed(input_ids, attention_mask)
         groups, pieces = [], []
@@ -178,6 +183,14 @@ class Encoder(nn.Module):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def _embed_packed(self, input_ids: torch.Tensor, cu_seq_lens: torch.Tensor, max_length: int) -> torch.Tensor:
+        kwargs = {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens, "max_length_q": max_length,
+                  "max_length_k": max_length}
+        hidden = self.model(input_ids=input_ids[None], position_ids=packing.position_ids(
+            cu_seq_lens, len(input_ids), packing.first_position(self.model)), **kwargs).last_hidden_state[0]
+        pooled = packing.pool(hidden, cu_seq_lens, self.pooling)
         return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
 
     def token_ids(self, texts: list[str], kind: str, max_length: int | None = None) -> list[list[int]]:

@@ -35,6 +35,7 @@ from hf_hybrid.hub.push import check_push_ready, push
 from hf_hybrid.models.adapters import RETRIEVER, AdapterOptions, lora_config
 from hf_hybrid.models.chunks import Chunks
 from hf_hybrid.models.encoder import Encoder
+from hf_hybrid.models.packing import use_packing
 from hf_hybrid.sampling import SAMPLERS, make_sampler
 from hf_hybrid.training.auxiliary import AuxiliaryArgs, JointMLM, build_auxiliary, with_auxiliary, with_replay
 from hf_hybrid.training.checkpoint import resume, save_checkpoint
@@ -74,6 +75,10 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
         "help": "token budget of a length-grouped chunk (rows x its longest text): each side of a batch is encoded "
                 "in chunks padded only to their own longest text (default: 4 x the longest allowed sequence on CPU, "
                 "where small chunks run fastest, 128 x on GPU)"})
+    packing: bool | None = field(default=None, metadata={
+        "help": "encode each side of a batch as packs of texts with no padding at all (variable-length attention) "
+                "instead of padded chunks; the token budget then counts real tokens (default: on GPU where the "
+                "encoder packs correctly, off on CPU, where padded chunks ran faster)"})
     mini_batch_size: int | None = field(default=None, metadata={
         "help": "gradient caching: encode at most this many texts at a time, so memory is bounded by the mini-batch, "
                 "not the batch (the loss and gradients stay the full batch's)"})
@@ -136,16 +141,18 @@ class PairDataset(torch.utils.data.Dataset):
 
 class PairCollator:
     """Queries, then passages (positives first, then each pair's hard negatives), each side in length-grouped
-    chunks of at most `max_tokens` padded tokens (and `max_rows` rows, for gradient caching)."""
+    chunks of at most `max_tokens` padded tokens (and `max_rows` rows, for gradient caching), or in packs of at most
+    `max_tokens` real tokens (`packed`)."""
 
-    def __init__(self, pad_id: int, max_tokens: int, max_rows: int | None = None):
-        self.pad_id, self.max_tokens, self.max_rows = pad_id, max_tokens, max_rows
+    def __init__(self, pad_id: int, max_tokens: int, max_rows: int | None = None, packed: bool = False):
+        self.pad_id, self.max_tokens, self.max_rows, self.packed = pad_id, max_tokens, max_rows, packed
 
     def __call__(self, items):
         passages = [it["passage"] for it in items] + [n for it in items for n in it.get("negatives", [])]
         return {
-            "query": Chunks.build([it["query"] for it in items], self.pad_id, self.max_tokens, self.max_rows),
-            "passage": Chunks.build(passages, self.pad_id, self.max_tokens, self.max_rows),
+            "query": Chunks.build([it["query"] for it in items], self.pad_id, self.max_tokens, self.max_rows,
+                                  self.packed),
+            "passage": Chunks.build(passages, self.pad_id, self.max_tokens, self.max_rows, self.packed),
             "meta": {k: [it[k] for it in items] for k in ("group_id", "query_lang", "passage_lang")},
             # the language of every passage row, hard negatives included (they share their pair's language)
             "passage_langs": [it["passage_lang"] for it in items]
@@ -212,7 +219,8 @@ def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, a
                         cfg.hard_negatives)
     return DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.num_workers,
                       collate_fn=PairCollator(encoder.tokenizer.pad_token_id, chunk_budget(cfg, accelerator.device),
-                                              cfg.mini_batch_size),
+                                              cfg.mini_batch_size,
+                                              use_packing(cfg.packing, encoder, accelerator.device)),
                       persistent_workers=cfg.num_workers > 0,
                       pin_memory=accelerator.device.type == "cuda")
 

@@ -24,6 +24,8 @@ from transformers.activations import GELUActivation
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+from hf_hybrid.models.packing import packed_attention
+
 LEAN_ATTENTION = "hf_hybrid_lean_sdpa"
 
 
@@ -115,7 +117,11 @@ class _DropoutAttention(torch.autograd.Function):
 
 def lean_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                            scaling: float | None = None, **kwargs):
-    """transformers' attention interface: `sdpa`, except with dropout on CPU, where `_DropoutAttention` runs."""
+    """transformers' attention interface: `sdpa`, except with dropout on CPU, where `_DropoutAttention` runs, and
+    for a pack of texts (`models/packing.py`), whose tokens attend within their own text."""
+    if kwargs.get("cu_seq_lens_q") is not None:
+        return packed_attention(query, key, value, kwargs["cu_seq_lens_q"], kwargs["max_length_q"], dropout,
+                                scaling), None
     plain = (not dropout or query.device.type != "cpu" or getattr(module, "num_key_value_groups", 1) > 1
              or (attention_mask is None and getattr(module, "is_causal", False)))
     if plain:
