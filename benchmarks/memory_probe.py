@@ -30,13 +30,16 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--packing", choices=("true", "false"), help="pack the texts (default: the toolkit's)")
+    parser.add_argument("--chunk_tokens", type=int, help="the chunk or pack token budget (default: the toolkit's)")
     args = parser.parse_args(argv)
     if heap_gb() is None or resident_gb() is None:
         raise SystemExit("error: the probe reads glibc's heap and /proc: Linux with glibc only")
     torch.set_num_threads(args.threads)
     cfg = HybridTrainingConfig(model=args.model, data=args.data, batch_size=args.batch_size, max_steps=args.steps,
                                max_query_length=64, max_passage_length=128, lora=args.mode == "lora",
-                               freeze_embeddings=args.mode == "frozen_embeddings")
+                               freeze_embeddings=args.mode == "frozen_embeddings", chunk_tokens=args.chunk_tokens,
+                               packing=None if args.packing is None else args.packing == "true")
     try:
         run = hybrid.build_run(cfg)
     except HfHybridError as err:

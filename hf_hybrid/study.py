@@ -357,12 +357,14 @@ class StudyRun:
 UNRECORDED = ("output_dir", "resume", "save_steps", "save_total_limit", "logging_steps", "num_workers",
               "log_batches")  # how a run is written, not what it learns
 SETTINGS_FILE = "arm_settings.json"
+# what a setting newer than a saved record meant before it existed: runs trained on padded chunks before --packing
+BEFORE_IT_EXISTED = {"packing": False}
 
 
 def _check_same(saved: dict, values: dict, folder: Path, option: str) -> None:
     """Results or a model are reused only if they were made with these settings (a setting newer than them
-    counts as its default)."""
-    defaults = {f.name: f.default for f in dataclasses.fields(HybridTrainingConfig)}
+    counts as what it meant before it existed, else as its default)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(HybridTrainingConfig)} | BEFORE_IT_EXISTED
     differ = [key for key in values if key not in UNRECORDED and saved.get(key, defaults.get(key)) != values[key]]
     if differ:
         key = differ[0]

@@ -5,6 +5,7 @@ import json
 import logging
 import math
 import random
+from unittest.mock import patch
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from test_training_step import _assert_same, _batch, _step, _tiny
 
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.models import packing
+from hf_hybrid.models.chunks import pack, plan_packs
 from hf_hybrid.training.hybrid import HybridTrainingConfig, PairCollator, train
 from hf_hybrid.training.memory import lean_training
 
@@ -19,17 +21,17 @@ from hf_hybrid.training.memory import lean_training
 def test_packs_keep_every_row_once_within_the_budget_of_real_tokens():
     rng = random.Random(0)
     lengths = [rng.randint(1, 40) for _ in range(50)]
-    packs = packing.plan_packs(lengths, max_tokens=100, max_rows=6)
+    packs = plan_packs(lengths, max_tokens=100, max_rows=6)
     assert sorted(i for p in packs for i in p) == list(range(50))
     assert all(sum(lengths[i] for i in p) <= 100 and len(p) <= 6 for p in packs)
     assert [lengths[i] for p in packs for i in p] == sorted(lengths, reverse=True)
-    assert len(packing.plan_packs(lengths, max_tokens=sum(lengths))) == 1
+    assert len(plan_packs(lengths, max_tokens=sum(lengths))) == 1
     with pytest.raises(ConfigError, match="token budget 30 is below the longest text"):
-        packing.plan_packs([10, 31], max_tokens=30)
+        plan_packs([10, 31], max_tokens=30)
 
 
 def test_a_pack_has_no_padding_and_each_text_its_own_positions():
-    one = packing.pack([[5, 6, 7], [8], [9, 10]])
+    one = pack([[5, 6, 7], [8], [9, 10]])
     assert one["input_ids"].tolist() == [5, 6, 7, 8, 9, 10]
     assert one["cu_seq_lens"].tolist() == [0, 3, 4, 6] and one["max_length"] == 3
     assert packing.position_ids(one["cu_seq_lens"], 6).tolist() == [[0, 1, 2, 0, 0, 1]]
@@ -39,12 +41,20 @@ def test_a_pack_has_no_padding_and_each_text_its_own_positions():
     assert packing.pool(hidden, one["cu_seq_lens"], "mean").tolist() == [[2, 3], [6, 7], [9, 10]]
 
 
-def test_packed_attention_keeps_to_each_text():
+@pytest.mark.parametrize("attention", ["varlen", "grouped"])
+def test_packed_attention_keeps_to_each_text(attention):
+    # varlen: CUDA's path (jagged nested tensors), run here on CPU; grouped: the CPU path, with groups small
+    # enough that the texts fall into several, each padded to its own longest text
     torch.manual_seed(0)
-    lengths = [4, 1, 6]
-    cu = torch.tensor([0, 4, 5, 11], dtype=torch.int32)
-    q, k, v = (torch.randn(1, 2, 11, 8) for _ in range(3))
-    got = packing.packed_attention(q, k, v, cu, max(lengths))  # (1, tokens, heads, head_dim)
+    lengths = [4, 1, 6, 3, 3]
+    cu = torch.tensor([0, 4, 5, 11, 14, 17], dtype=torch.int32)
+    q, k, v = (torch.randn(1, 2, 17, 8, dtype=torch.float64) for _ in range(3))
+    if attention == "varlen":
+        got = packing.varlen_attention(q, k, v, cu, max(lengths), 0.0, None)
+    else:
+        with patch.object(packing, "ATTENTION_GROUP_TOKENS", 8):
+            got = packing.grouped_attention(q, k, v, cu, 0.0, None, packing._sdpa)
+    assert got.shape == (1, 17, 2, 8)
     for start, end in zip(cu[:-1].tolist(), cu[1:].tolist(), strict=True):
         alone = torch.nn.functional.scaled_dot_product_attention(q[..., start:end, :], k[..., start:end, :],
                                                                  v[..., start:end, :])
@@ -88,17 +98,16 @@ def test_roberta_like_positions_start_after_the_padding_index(tiny_model_dir):
 def test_packing_is_chosen_where_it_is_right(tiny_model_dir, caplog):
     caplog.set_level(logging.INFO, logger="hf_hybrid.models.packing")
     encoder = _tiny(tiny_model_dir, dropout=False)
-    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # only the device's type is read
-    assert not packing.use_packing(None, encoder, cpu)  # padded chunks ran faster on CPU
-    assert not packing.use_packing(None, encoder, gpu)  # plain sdpa does not pack: padded chunks, said in the log
-    assert "training on padded chunks, not packs" in caplog.text
+    assert not packing.use_packing(False, encoder)
+    assert not packing.use_packing(None, encoder)  # plain sdpa would attend across texts: padded chunks, logged
+    assert "training on padded chunks, not packs: its packed embeddings differ" in caplog.text
     with pytest.raises(ConfigError, match="--packing true: .* cannot be trained on packed texts"):
-        packing.use_packing(True, encoder, cpu)
-    lean_training(encoder.model)
-    assert packing.use_packing(None, encoder, gpu) and packing.use_packing(True, encoder, cpu)
+        packing.use_packing(True, encoder)
+    lean_training(encoder.model)  # the training attention packs
+    assert packing.use_packing(None, encoder) and packing.use_packing(True, encoder)
     encoder.routed.add("sw")
     with pytest.raises(ConfigError, match="routes adapters by language"):
-        packing.use_packing(True, encoder, cpu)
+        packing.use_packing(True, encoder)
 
 
 def test_a_packed_run_trains(tiny_model_dir, tmp_path):

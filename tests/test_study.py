@@ -186,6 +186,13 @@ def test_the_settings_of_a_loss_that_is_off_do_not_hold_an_arm_back(tiny_model_d
         path = tmp_path / "a" / "fold0" / arm / "arm_settings.json"
         path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "relation_weight"}))
     run_study(StudyConfig(arms=["hybrid", "hybrid+anchor"], **common))
+    # ... or, where the setting changed what a run does, at what it meant before it existed: padded chunks
+    for arm in ("hybrid", "hybrid+anchor"):
+        path = tmp_path / "a" / "fold0" / arm / "arm_settings.json"
+        path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "packing"}))
+    run_study(StudyConfig(arms=["hybrid"], **{**common, "packing": False}))
+    with pytest.raises(ConfigError, match=r"fold0/hybrid was made with other settings \(packing: None, now True\)"):
+        run_study(StudyConfig(arms=["hybrid"], **{**common, "packing": True}))
 
 
 def test_the_final_robust_study_trains_what_the_dev_study_trained():

@@ -1,16 +1,16 @@
 """Length-grouped chunks under a token budget: texts sorted by length and cut into chunks whose padded size
 (rows x the chunk's longest text) stays within the budget, so each chunk is padded only to its own longest
 text instead of the whole batch's. Training (`Chunks.embed`) and encoding (`Encoder.encode`) batch this way;
-training on GPU packs its chunks instead (`packing.py`)."""
+training packs its texts instead where the encoder allows (`packing.py`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+from torch.nn import functional as F
 
 from hf_hybrid.errors import ConfigError
-from hf_hybrid.models.packing import pack, plan_packs
 
 
 def plan_chunks(lengths: list[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
@@ -31,6 +31,34 @@ def plan_chunks(lengths: list[int], max_tokens: int, max_rows: int | None = None
     if current:
         chunks.append(current)
     return chunks
+
+
+def plan_packs(lengths: list[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
+    """Indices into `lengths`, longest first (as `plan_chunks`, so gradient caching's mini-batches stay
+    length-sorted), cut into packs of at most `max_tokens` real tokens (and at most `max_rows` rows)."""
+    if lengths and max(lengths) > max_tokens:
+        raise ConfigError(f"token budget {max_tokens} is below the longest text ({max(lengths)} tokens): "
+                          "expected a budget of at least the longest allowed sequence")
+    packs: list[list[int]] = []
+    current: list[int] = []
+    used = 0
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if current and (used + lengths[i] > max_tokens or (max_rows is not None and len(current) == max_rows)):
+            packs.append(current)
+            current, used = [], 0
+        current.append(i)
+        used += lengths[i]
+    if current:
+        packs.append(current)
+    return packs
+
+
+def pack(sequences: list[list[int]]) -> dict:
+    """One pack: `input_ids` (all tokens, one text after another), `cu_seq_lens` (where each text starts, then
+    the total: int32, as the varlen kernels take them) and `max_length` (the longest text)."""
+    lengths = torch.tensor([len(s) for s in sequences])
+    return {"input_ids": torch.tensor([t for s in sequences for t in s], dtype=torch.long),
+            "cu_seq_lens": F.pad(lengths.cumsum(0), (1, 0)).to(torch.int32), "max_length": int(lengths.max())}
 
 
 def pad(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

@@ -72,13 +72,13 @@ class HybridTrainingConfig(ModelArgs, DataArgs, LoraArgs, LoopArgs, CheckpointAr
     max_passage_length: int = field(default=128, metadata={"help": "passage tokens kept (the rest is cut)"})
     hard_negatives: int = field(default=0, metadata={"help": "hard negatives per pair, from the rows' hard_negatives"})
     chunk_tokens: int | None = field(default=None, metadata={
-        "help": "token budget of a length-grouped chunk (rows x its longest text): each side of a batch is encoded "
-                "in chunks padded only to their own longest text (default: 4 x the longest allowed sequence on CPU, "
-                "where small chunks run fastest, 128 x on GPU)"})
+        "help": "token budget of a chunk of a side of a batch: the real tokens of a pack, or a padded chunk's rows x "
+                "its longest text (default: 128 x the longest allowed sequence for packs and on GPU; 4 x for padded "
+                "chunks on CPU, where small ones ran fastest)"})
     packing: bool | None = field(default=None, metadata={
         "help": "encode each side of a batch as packs of texts with no padding at all (variable-length attention) "
-                "instead of padded chunks; the token budget then counts real tokens (default: on GPU where the "
-                "encoder packs correctly, off on CPU, where padded chunks ran faster)"})
+                "instead of padded length-grouped chunks; the token budget then counts real tokens (default: packs "
+                "where the encoder packs correctly, else padded chunks)"})
     mini_batch_size: int | None = field(default=None, metadata={
         "help": "gradient caching: encode at most this many texts at a time, so memory is bounded by the mini-batch, "
                 "not the batch (the loss and gradients stay the full batch's)"})
@@ -206,21 +206,23 @@ def get_batch_sampler(cfg: HybridTrainingConfig, data, accelerator):
                         num_replicas=accelerator.num_processes, rank=accelerator.process_index)
 
 
-def chunk_budget(cfg: HybridTrainingConfig, device: torch.device) -> int:
-    """--chunk_tokens, or its default for the device: on 2 CPU cores, XQuAD-R batches of 32 pairs ran fastest at
-    3-4 times the longest sequence (docs/benchmarks.md); a GPU wants large chunks."""
+def chunk_budget(cfg: HybridTrainingConfig, device: torch.device, packed: bool = False) -> int:
+    """--chunk_tokens, or its default: 128 times the longest sequence for packs and on GPU (a side of a batch in
+    one pack, or large chunks); 4 times for padded chunks on CPU, where on 2 cores XQuAD-R batches of 32 pairs
+    ran fastest at 3-4 times (docs/benchmarks.md)."""
     if cfg.chunk_tokens is not None:
         return cfg.chunk_tokens
-    return (128 if device.type == "cuda" else 4) * max(cfg.max_query_length, cfg.max_passage_length)
+    return (128 if packed or device.type == "cuda" else 4) * max(cfg.max_query_length, cfg.max_passage_length)
 
 
 def get_dataloader(cfg: HybridTrainingConfig, data, encoder: Encoder, sampler, accelerator) -> DataLoader:
     pairs = PairDataset(data, encoder, cfg.max_query_length, cfg.max_passage_length,
                         cfg.hard_negatives)
+    packed = use_packing(cfg.packing, encoder)
     return DataLoader(pairs, batch_sampler=sampler, num_workers=cfg.num_workers,
-                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id, chunk_budget(cfg, accelerator.device),
-                                              cfg.mini_batch_size,
-                                              use_packing(cfg.packing, encoder, accelerator.device)),
+                      collate_fn=PairCollator(encoder.tokenizer.pad_token_id,
+                                              chunk_budget(cfg, accelerator.device, packed), cfg.mini_batch_size,
+                                              packed),
                       persistent_workers=cfg.num_workers > 0,
                       pin_memory=accelerator.device.type == "cuda")
 
@@ -344,8 +346,8 @@ def build_run(cfg: HybridTrainingConfig) -> Run:
     data = load_training_data(cfg)
     sampler = get_batch_sampler(cfg, data, accelerator)
     encoder = build_encoder(cfg)
+    encoder.to(accelerator.device)  # before the packing check and the optimizer (fused AdamW checks the device)
     loader = get_dataloader(cfg, data, encoder, sampler, accelerator)
-    encoder.to(accelerator.device)  # before the optimizer: fused AdamW checks its parameters' device
     anchor, mlm = build_auxiliary(cfg, encoder, data, accelerator, chunk_budget(cfg, accelerator.device), cfg.model,
                                   cfg.seed, cfg.temperature, cfg.mini_batch_size)
     sparse_embedding_gradient(encoder, accelerator)

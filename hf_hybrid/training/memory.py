@@ -115,13 +115,22 @@ class _DropoutAttention(torch.autograd.Function):
         return torch.matmul(grad_scores, k), torch.matmul(grad_scores.transpose(-1, -2), q), grad_v, None, None, None
 
 
+def _lean_attend(q, k, v, mask, dropout: float, scale: float | None) -> torch.Tensor:
+    """(rows, heads, length, head_dim) attention under a bool mask: `_DropoutAttention` with dropout on CPU,
+    else torch's `scaled_dot_product_attention`."""
+    scale = scale if scale is not None else q.shape[-1] ** -0.5
+    if dropout and q.device.type == "cpu":
+        return _DropoutAttention.apply(q, k, v, mask, dropout, scale)
+    return torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+
+
 def lean_attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0,
                            scaling: float | None = None, **kwargs):
     """transformers' attention interface: `sdpa`, except with dropout on CPU, where `_DropoutAttention` runs, and
     for a pack of texts (`models/packing.py`), whose tokens attend within their own text."""
     if kwargs.get("cu_seq_lens_q") is not None:
         return packed_attention(query, key, value, kwargs["cu_seq_lens_q"], kwargs["max_length_q"], dropout,
-                                scaling), None
+                                scaling, attend=_lean_attend), None
     plain = (not dropout or query.device.type != "cpu" or getattr(module, "num_key_value_groups", 1) > 1
              or (attention_mask is None and getattr(module, "is_causal", False)))
     if plain:
