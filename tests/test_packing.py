@@ -13,7 +13,7 @@ from test_training_step import _assert_same, _batch, _step, _tiny
 
 from hf_hybrid.errors import ConfigError
 from hf_hybrid.models import packing
-from hf_hybrid.models.chunks import pack, plan_packs
+from hf_hybrid.models.chunks import pack, plan_chunks
 from hf_hybrid.training.hybrid import HybridTrainingConfig, PairCollator, train
 from hf_hybrid.training.memory import lean_training
 
@@ -21,13 +21,13 @@ from hf_hybrid.training.memory import lean_training
 def test_packs_keep_every_row_once_within_the_budget_of_real_tokens():
     rng = random.Random(0)
     lengths = [rng.randint(1, 40) for _ in range(50)]
-    packs = plan_packs(lengths, max_tokens=100, max_rows=6)
+    packs = plan_chunks(lengths, max_tokens=100, max_rows=6, packed=True)
     assert sorted(i for p in packs for i in p) == list(range(50))
     assert all(sum(lengths[i] for i in p) <= 100 and len(p) <= 6 for p in packs)
     assert [lengths[i] for p in packs for i in p] == sorted(lengths, reverse=True)
-    assert len(plan_packs(lengths, max_tokens=sum(lengths))) == 1
+    assert len(plan_chunks(lengths, max_tokens=sum(lengths), packed=True)) == 1
     with pytest.raises(ConfigError, match="token budget 30 is below the longest text"):
-        plan_packs([10, 31], max_tokens=30)
+        plan_chunks([10, 31], max_tokens=30, packed=True)
 
 
 def test_a_pack_has_no_padding_and_each_text_its_own_positions():

@@ -13,9 +13,11 @@ from torch.nn import functional as F
 from hf_hybrid.errors import ConfigError
 
 
-def plan_chunks(lengths: list[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
-    """Indices into `lengths`, longest first, cut into chunks of at most `max_tokens` padded tokens (and at
-    most `max_rows` rows). A text longer than the budget is an error: it would not fit any chunk."""
+def plan_chunks(lengths: list[int], max_tokens: int, max_rows: int | None = None,
+                packed: bool = False) -> list[list[int]]:
+    """Indices into `lengths`, longest first, cut into chunks of at most `max_tokens` padded tokens (rows x the
+    chunk's longest text), or with `packed` of at most `max_tokens` real tokens (their sum), and at most `max_rows`
+    rows. A text longer than the budget is an error: it would not fit any chunk."""
     if lengths and max(lengths) > max_tokens:
         raise ConfigError(f"token budget {max_tokens} is below the longest text ({max(lengths)} tokens): "
                           "expected a budget of at least the longest allowed sequence")
@@ -23,34 +25,16 @@ def plan_chunks(lengths: list[int], max_tokens: int, max_rows: int | None = None
     chunks: list[list[int]] = []
     current: list[int] = []
     for i in order:
-        full = (len(current) + 1) * lengths[current[0]] > max_tokens if current else False
-        if full or (max_rows is not None and len(current) == max_rows):
-            chunks.append(current)
-            current = []
+        if current:
+            size = (sum(lengths[j] for j in current) + lengths[i] if packed
+                    else (len(current) + 1) * lengths[current[0]])
+            if size > max_tokens or (max_rows is not None and len(current) == max_rows):
+                chunks.append(current)
+                current = []
         current.append(i)
     if current:
         chunks.append(current)
     return chunks
-
-
-def plan_packs(lengths: list[int], max_tokens: int, max_rows: int | None = None) -> list[list[int]]:
-    """Indices into `lengths`, longest first (as `plan_chunks`, so gradient caching's mini-batches stay
-    length-sorted), cut into packs of at most `max_tokens` real tokens (and at most `max_rows` rows)."""
-    if lengths and max(lengths) > max_tokens:
-        raise ConfigError(f"token budget {max_tokens} is below the longest text ({max(lengths)} tokens): "
-                          "expected a budget of at least the longest allowed sequence")
-    packs: list[list[int]] = []
-    current: list[int] = []
-    used = 0
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if current and (used + lengths[i] > max_tokens or (max_rows is not None and len(current) == max_rows)):
-            packs.append(current)
-            current, used = [], 0
-        current.append(i)
-        used += lengths[i]
-    if current:
-        packs.append(current)
-    return packs
 
 
 def pack(sequences: list[list[int]]) -> dict:
@@ -92,7 +76,7 @@ class Chunks:
               packed: bool = False):
         """`packed`: each chunk is a pack of texts with no padding (`packing.py`), `max_tokens` real tokens."""
         if packed:
-            rows = plan_packs([len(s) for s in sequences], max_tokens, max_rows)
+            rows = plan_chunks([len(s) for s in sequences], max_tokens, max_rows, packed=True)
             return cls([pack([sequences[i] for i in chunk]) for chunk in rows], rows)
         rows = plan_chunks([len(s) for s in sequences], max_tokens, max_rows)
         return cls([pad([sequences[i] for i in chunk], pad_id) for chunk in rows], rows)
