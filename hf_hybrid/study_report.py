@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from hf_hybrid.data.parallel_qa import FLORES_LOW_RESOURCE
@@ -15,6 +16,11 @@ LOW_RESOURCE = {normalize_lang(lang) for lang in FLORES_LOW_RESOURCE}
 FLORES_KEYS = ("x-en", "en-x", "multilingual")  # X->pivot, pivot->X, the multilingual pool
 LABELS = {"x-en": "X->en", "en-x": "en->X", "multilingual": "multilingual"}
 REFERENCES = ("base", "hybrid")
+# an arm's parts (`study.parse_arm`'s grammar), each as the text that names it: an arm is compared with the arm in
+# the study that is the same without one part, so each part's own effect gets an interval (DAPT: the research question)
+PARTS = (("DAPT", r"^dapt(?:-anchored)?-(?:merge|route)\+"), ("joint MLM", r"\+mlm[^+@#]*"),
+         ("anchor", r"\+anchor[^+@#]*"), ("relational anchor", r"\+relation[^+@#]*"),
+         ("interpolation", r"@[^#]*"), ("seed", r"#.*$"))
 # the issue's target, on final data: XQuAD-R gains over base, and what FLORES may lose
 TARGET = {"monolingual": 0.0, "cross-lingual": 0.04, "multilingual": 0.25, "low_loss": 0.01, "high_loss": 0.01}
 
@@ -52,9 +58,21 @@ def _flores_labels(lang: str, key: str, pivot: str = "en") -> str:
             "multilingual": f"multilingual {lang}"}[key]
 
 
+def without_one_part(arm: str, arms: list[str]) -> dict[str, str]:
+    """The arms of `arms` that are `arm` without one of its parts, by part: {"DAPT": "hybrid"} for
+    `dapt-merge+hybrid`, {"seed": "hybrid"} for `hybrid#43`."""
+    found = {}
+    for part, pattern in PARTS:
+        other = re.sub(pattern, "", arm, count=1)
+        if other != arm and other in arms:
+            found[part] = other
+    return found
+
+
 def intervals(root: Path, arms: list[str], folds: list[int], flores: bool, n_resamples: int = 1000) -> dict:
-    """Paired bootstrap intervals of each arm's difference from base and from hybrid (those in the study):
-    XQuAD-R per setting (queries of every fold), FLORES per low-resource language and their mean."""
+    """Paired bootstrap intervals of each arm's difference from base and from hybrid (those in the study), and
+    from the arm without one of its parts (`without_one_part`; such an entry names the part): XQuAD-R per setting
+    (queries of every fold), FLORES per low-resource language and their mean."""
     read: dict[tuple[str, str], dict] = {}
 
     def tables(arm: str, sub: str) -> dict:  # each arm's files read once, whichever reference it is compared with
@@ -64,14 +82,19 @@ def intervals(root: Path, arms: list[str], folds: list[int], flores: bool, n_res
         return read[arm, sub]
 
     out: dict = {}
-    for reference in [r for r in REFERENCES if r in arms]:
-        ref_x, ref_f = tables(reference, ""), tables(reference, "flores") if flores else {}
-        for arm in [a for a in arms if a != reference]:
-            arm_x, arm_f = tables(arm, ""), tables(arm, "flores") if flores else {}
+    pairs = [(arm, reference, None) for reference in REFERENCES if reference in arms for arm in arms
+             if arm != reference]
+    pairs += [(arm, other, part) for arm in arms for part, other in without_one_part(arm, arms).items()]
+    for arm, reference, part in pairs:
+        entry = out.setdefault(arm, {}).get(reference)
+        if entry is None:
+            arm_x, ref_x = tables(arm, ""), tables(reference, "")
             entry = {"xquad-r": {s: paired_bootstrap(arm_x, ref_x, [k for k in arm_x if k.startswith(s + " ")],
                                                      n_resamples)["mean"]
                                  for s in SETTINGS if any(k.startswith(s + " ") for k in arm_x)}}
+            arm_f = tables(arm, "flores") if flores else {}
             if arm_f:
+                ref_f = tables(reference, "flores")
                 langs = sorted({k.split()[-1] for k in arm_f if k.startswith("multilingual ")} & LOW_RESOURCE)
                 entry["flores"] = {}
                 for key in FLORES_KEYS:
@@ -79,7 +102,9 @@ def intervals(root: Path, arms: list[str], folds: list[int], flores: bool, n_res
                     boot = paired_bootstrap(arm_f, ref_f, labels, n_resamples)
                     entry["flores"][key] = {lang: boot[label] for lang, label in zip(langs, labels, strict=True)}
                     entry["flores"][key]["low-resource mean"] = boot["mean"]
-            out.setdefault(arm, {})[reference] = entry
+            out[arm][reference] = entry
+        if part:
+            entry["part"] = part
     return out
 
 
@@ -111,24 +136,43 @@ def _ci(interval: dict) -> str:
     return f"{interval['diff']:+.3f} [{interval['low']:+.3f}, {interval['high']:+.3f}]"
 
 
+def _interval_cells(entry: dict) -> list[str]:
+    return [*[_ci(entry["xquad-r"][s]) if s in entry["xquad-r"] else "" for s in SETTINGS],
+            *[_ci(entry["flores"][k]["low-resource mean"]) if "flores" in entry else "" for k in FLORES_KEYS]]
+
+
+def _per_language_rows(compared: dict) -> tuple[list[str], list[list[str]]]:
+    """{row name: an entry with FLORES}: the low-resource languages and a row per name and direction."""
+    langs = [lang for lang in next(iter(compared.values()))["flores"]["x-en"] if lang != "low-resource mean"]
+    return langs, [[f"{name} {LABELS[key]}", *[_ci(e["flores"][key][lang]) for lang in langs]]
+                   for name, e in compared.items() for key in ("x-en", "en-x")]
+
+
 def intervals_tables(found: dict) -> str:
+    columns = [*[f"XQuAD-R {s}" for s in SETTINGS], *[f"FLORES low-resource {LABELS[k]}" for k in FLORES_KEYS]]
     parts = []
     for reference in REFERENCES:
-        rows = [[arm, *[_ci(e[reference]["xquad-r"][s]) if s in e[reference]["xquad-r"] else "" for s in SETTINGS],
-                 *[_ci(e[reference]["flores"][k]["low-resource mean"]) if "flores" in e[reference] else ""
-                   for k in FLORES_KEYS]]
-                for arm, e in found.items() if reference in e]
+        rows = [[arm, *_interval_cells(e[reference])] for arm, e in found.items() if reference in e]
         if rows:
             parts += [f"Difference from {reference}, mAP, with paired bootstrap 95% intervals (resampled by query "
-                      "group):", markdown_table(["arm", *[f"XQuAD-R {s}" for s in SETTINGS],
-                                                 *[f"FLORES low-resource {LABELS[k]}" for k in FLORES_KEYS]], rows)]
-    per_language = {arm: e["base"]["flores"] for arm, e in found.items() if "flores" in e.get("base", {})}
+                      "group):", markdown_table(["arm", *columns], rows)]
+    by_part = [(e["part"], arm, reference, e) for arm, entries in found.items() for reference, e in entries.items()
+               if "part" in e]
+    if by_part:
+        parts += ["What one part adds: each arm against the same arm without that part, mAP difference with paired "
+                  "bootstrap 95% intervals:",
+                  markdown_table(["part", "arm", "against", *columns],
+                                 [[part, arm, reference, *_interval_cells(e)] for part, arm, reference, e in by_part])]
+    per_language = {arm: e["base"] for arm, e in found.items() if "flores" in e.get("base", {})}
     if per_language:
-        langs = [lang for lang in next(iter(per_language.values()))["x-en"] if lang != "low-resource mean"]
-        rows = [[f"{arm} {LABELS[key]}", *[_ci(f[key][lang]) for lang in langs]]
-                for arm, f in per_language.items() for key in ("x-en", "en-x")]
+        langs, rows = _per_language_rows(per_language)
         parts += ["FLORES difference from base per low-resource language (95% intervals):",
                   markdown_table(["arm", *langs], rows)]
+    dapt = {f"{arm} against {reference}": e for part, arm, reference, e in by_part if part == "DAPT" and "flores" in e}
+    if dapt:
+        langs, rows = _per_language_rows(dapt)
+        parts += ["What DAPT adds per low-resource language (each DAPT arm against the same arm without DAPT, 95% "
+                  "intervals):", markdown_table(["arm", *langs], rows)]
     return "\n\n".join(parts)
 
 

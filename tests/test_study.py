@@ -208,3 +208,42 @@ def test_the_final_robust_study_trains_what_the_dev_study_trained():
         differ = {k for k in dev_values if dev_values[k] != final_values[k]}
         assert differ <= {"output_dir"}, (arm.name, differ)
         assert StudyRun(dev).model_dir(0, arm) == StudyRun(final).model_dir(0, arm)
+
+
+def test_each_part_of_an_arm_is_compared_with_the_arm_without_it(tmp_path):
+    from hf_hybrid.study_report import intervals, intervals_tables, without_one_part
+
+    chosen = "hybrid+relation-en=3"
+    assert without_one_part(f"dapt-anchored-merge+{chosen}", ["hybrid", chosen]) == {"DAPT": chosen}
+    assert without_one_part(f"{chosen}+mlm@0.7#43", [f"{chosen}@0.7#43", f"{chosen}+mlm#43", f"{chosen}+mlm@0.7"]) \
+        == {"joint MLM": f"{chosen}@0.7#43", "interpolation": f"{chosen}+mlm#43", "seed": f"{chosen}+mlm@0.7"}
+    assert without_one_part(chosen, ["hybrid"]) == {"relational anchor": "hybrid"}
+    assert without_one_part("dapt-merge", ["base", "hybrid"]) == {}  # DAPT alone: base is compared anyway
+
+    # every query of an arm scores base's AP + the arm's offset, a different offset for Hausa's FLORES queries
+    offsets = {"base": (0.0, 0.0), "hybrid": (0.2, -0.1), "hybrid#43": (0.21, -0.09), chosen: (0.15, 0.01),
+               f"dapt-anchored-merge+{chosen}": (0.14, 0.03), "dapt-merge+hybrid": (0.18, -0.2)}
+    for arm, (xquad, hausa) in offsets.items():
+        folder = tmp_path / "fold0" / arm
+        (folder / "flores").mkdir(parents=True)
+        groups = {lang: ["g1", "g2", "g3"] for lang in ("de", "en", "ha", "yo")}
+        xquad_ap = {"monolingual": {"de-de": [0.5 + xquad] * 3}, "multilingual": {"de": [0.4 + xquad] * 3}}
+        flores_ap = {"cross-lingual": {f"{a}-{b}": [0.6 + (hausa if "ha" in (a, b) else 0)] * 3
+                                       for a, b in (("ha", "en"), ("en", "ha"), ("yo", "en"), ("en", "yo"))},
+                     "multilingual": {lang: [0.3] * 3 for lang in ("ha", "yo")}}
+        (folder / "per_query.json").write_text(json.dumps({"groups": groups, "ap": xquad_ap}))
+        (folder / "flores" / "per_query.json").write_text(json.dumps({"groups": groups, "ap": flores_ap}))
+    found = intervals(tmp_path, list(offsets), [0], flores=True, n_resamples=50)
+
+    dapt = found[f"dapt-anchored-merge+{chosen}"][chosen]
+    assert dapt["part"] == "DAPT"
+    assert abs(dapt["xquad-r"]["multilingual"]["diff"] - (0.14 - 0.15)) < 1e-9
+    assert abs(dapt["flores"]["x-en"]["ha"]["diff"] - (0.03 - 0.01)) < 1e-9
+    assert dapt["flores"]["x-en"]["yo"]["diff"] == 0
+    assert found["dapt-merge+hybrid"]["hybrid"]["part"] == "DAPT"  # also in the table against hybrid
+    assert found["hybrid#43"]["hybrid"]["part"] == "seed" and "part" not in found["hybrid"]["base"]
+    assert set(found[chosen]) == {"base", "hybrid"} and found[chosen]["hybrid"]["part"] == "relational anchor"
+    md = intervals_tables(found)
+    assert f"| DAPT | dapt-anchored-merge+{chosen} | {chosen} | -0.010 [-0.010, -0.010] |" in md
+    assert "What DAPT adds per low-resource language" in md
+    assert f"| dapt-anchored-merge+{chosen} against {chosen} X->en | +0.020 [+0.020, +0.020] | +0.000" in md
