@@ -102,20 +102,30 @@ def test_unreachable_hub(monkeypatch):
         load_parallel_qa("nobody/no-such-dataset")
 
 
-def test_mlqa_keeps_questions_present_in_every_language(tmp_path):
-    from hf_hybrid.data.parallel_qa import load_mlqa
+def test_an_mlqa_folder_loads_the_questions_present_in_every_language(tmp_path):
+    from hf_hybrid.data.parallel_qa import folder_kind
+    from hf_hybrid.evaluation.mteb_tasks import MLQARParallelRetrieval
 
     def squad(lang, ids):
         qas = [{"id": i, "question": f"{lang} question {i}", "answers": [{"answer_start": 0, "text": "x"}]}
                for i in ids]
-        return {"data": [{"title": "T", "paragraphs": [{"context": f"{lang} context", "qas": qas}]}]}
+        return {"data": [{"title": "T", "paragraphs": [{"context": f"{lang} context {i}", "qas": [qa]}
+                                                       for i, qa in zip(ids, qas, strict=True)]}]}
 
-    (tmp_path / "test-context-en-question-en.json").write_text(json.dumps(squad("en", ["a", "b", "c"])))
-    (tmp_path / "test-context-de-question-de.json").write_text(json.dumps(squad("de", ["a", "c"])))
-    rows = load_mlqa(tmp_path, ["en", "de"])
-    assert sorted(set(rows["group_id"])) == ["a", "c"] and len(rows) == 4
-    with pytest.raises(DataError, match="file not found"):
-        load_mlqa(tmp_path, ["en", "es"])
+    for lang, ids in (("en", "abc"), ("de", "ac"), ("es", "abc")):
+        (tmp_path / f"test-context-{lang}-question-{lang}.json").write_text(json.dumps(squad(lang, list(ids))))
+    (tmp_path / "test-context-en-question-de.json").write_text(json.dumps(squad("de", ["a"])))  # not read
+    (tmp_path / "dev-context-en-question-en.json").write_text(json.dumps(squad("en", ["d"])))  # test is read
+    assert folder_kind(tmp_path) == "mlqa"
+    rows = load_parallel_qa(str(tmp_path))
+    assert sorted(set(rows["lang"])) == ["de", "en", "es"] and sorted(set(rows["group_id"])) == ["a", "c"]
+    assert sorted(set(load_parallel_qa(str(tmp_path), ["en", "es"])["group_id"])) == ["a", "b", "c"]
+    with pytest.raises(DataError, match=r"no MLQA test file for hi \(expected test-context-<l>-question-<l>.json; "
+                                        r"found de, en, es\)"):
+        load_parallel_qa(str(tmp_path), ["en", "hi"])
+    task = MLQARParallelRetrieval(data=str(tmp_path), languages=["en", "de", "es"])
+    task.load_data()  # the MTEB task reads the MLQA files at `data`, as its description says
+    assert task.benchmark.languages == ["de", "en", "es"] and len(task.benchmark.candidates["de"]) == 2
 
 
 def test_saved_dataset_folder_is_not_taken_for_xquad_r(tmp_path):

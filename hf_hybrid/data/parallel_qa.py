@@ -265,13 +265,30 @@ def load_flores(directory: str | Path, languages: list[str] | None = None,
     return make_parallel_qa(rows, languages or [*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE], source=str(directory))
 
 
-def load_mlqa(directory: str | Path, languages: list[str], split: str = "test") -> Dataset:
-    """MLQA (`<split>-context-<l>-question-<l>.json`): the monolingual files of each language,
-    grouped by MLQA's shared question ids; passage = the paragraph."""
+def mlqa_files(directory: Path, split: str) -> dict[str, Path]:
+    """Language -> MLQA's monolingual file of `split` (`<split>-context-<l>-question-<l>.json`)."""
+    found = {}
+    for path in sorted(directory.glob(f"{split}-context-*-question-*.json")):
+        context, _, question = path.name[len(f"{split}-context-") : -len(".json")].partition("-question-")
+        if context == question:
+            found[normalize_lang(context)] = path
+    return found
+
+
+def load_mlqa(directory: str | Path, languages: list[str] | None = None, split: str | None = None) -> Dataset:
+    """MLQA (`<split>-context-<l>-question-<l>.json`, split `test`, else `dev`): the monolingual files of each
+    language (default: every one in the folder), grouped by MLQA's shared question ids; passage = the paragraph."""
+    directory = Path(directory)
+    split = split or ("test" if mlqa_files(directory, "test") else "dev")
+    files = mlqa_files(directory, split)
+    languages = [normalize_lang(code) for code in (languages or files)]
+    missing = [lang for lang in languages if lang not in files]
+    if missing or not languages:
+        raise DataError(f"{directory}: no MLQA {split} file for {', '.join(missing) or 'any language'} (expected "
+                        f"{split}-context-<l>-question-<l>.json; found {', '.join(sorted(files)) or 'none'})")
     rows = []
-    for lang in [normalize_lang(code) for code in languages]:
-        path = Path(directory) / f"{split}-context-{lang}-question-{lang}.json"
-        for a, article in enumerate(_squad_articles(path)):
+    for lang in languages:
+        for a, article in enumerate(_squad_articles(files[lang])):
             for paragraph in article["paragraphs"]:
                 for qa in paragraph["qas"]:
                     rows.append({"group_id": qa["id"], "lang": lang, "query": qa["question"],
@@ -315,7 +332,7 @@ def load_columns(dataset: Dataset, languages: list[str] | None = None, source: s
 def folder_kind(path: Path) -> str | None:
     """"xquad" (xquad.<lang>.json), "saved" (save_to_disk), "repo" (a dataset repo folder with parquet
     files and a card, as `hf-hybrid data export parallel-qa` writes), "flores" (SIB-200's
-    <lang_Script>/*.tsv), "xquad-r" (<lang>.json), or None."""
+    <lang_Script>/*.tsv), "mlqa" (<split>-context-<l>-question-<l>.json), "xquad-r" (<lang>.json), or None."""
     if list(path.glob("xquad.*.json")):
         return "xquad"
     if any((path / name).is_file() for name in ("dataset_info.json", "state.json", "dataset_dict.json")):
@@ -324,6 +341,8 @@ def folder_kind(path: Path) -> str | None:
         return "repo"
     if flores_folders(path):
         return "flores"
+    if list(path.glob("*-context-*-question-*.json")):
+        return "mlqa"
     if list(path.glob("*.json")):
         return "xquad-r"
     return None
@@ -344,8 +363,8 @@ def _load_repo(source: str, split: str, where: str) -> Dataset:
 
 def load_parallel_qa(source: str, languages: list[str] | None = None, split: str = "train",
                      flores_splits: list[str] | None = None) -> Dataset:
-    """One entry point: `demo`, an XQuAD or XQuAD-R folder, a SIB-200/FLORES folder (its `flores_splits`, default
-    all), a .jsonl/.json/.csv/.parquet file, a folder saved with `save_to_disk`, or a Hub dataset id."""
+    """One entry point: `demo`, an XQuAD, XQuAD-R or MLQA folder, a SIB-200/FLORES folder (its `flores_splits`,
+    default all), a .jsonl/.json/.csv/.parquet file, a folder saved with `save_to_disk`, or a Hub dataset id."""
     if flores_splits and not (Path(source).is_dir() and folder_kind(Path(source)) == "flores"):
         raise DataError(f"flores_splits applies to a SIB-200/FLORES folder, not {source!r}")
     if source == "demo":
@@ -361,9 +380,11 @@ def load_parallel_qa(source: str, languages: list[str] | None = None, split: str
             return load_xquad_r(path, languages)
         if kind == "flores":
             return load_flores(path, languages, tuple(flores_splits or ("train", "dev", "test")))
+        if kind == "mlqa":
+            return load_mlqa(path, languages)
         if kind == "repo":
             return load_columns(_load_repo(source, split, "from its folder"), languages, source=source)
-        raise DataError(f"{path}: not an XQuAD/XQuAD-R folder nor a saved dataset")
+        raise DataError(f"{path}: not an XQuAD/XQuAD-R/MLQA folder nor a saved dataset")
     if path.suffix == ".jsonl":
         if not path.is_file():
             raise DataError(f"file not found: {path}")
