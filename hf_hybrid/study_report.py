@@ -229,7 +229,7 @@ def study_figures(study: dict, root: Path) -> list[str]:
               if c.get("worst_low") and "multilingual" in c}
     if points:
         plot_tradeoff(points, root / "tradeoff.png", "worst low-resource FLORES change (X->en or en->X mAP)",
-                      "XQuAD-R multilingual mAP gain over base")
+                      "XQuAD-R multilingual mAP gain over base", target=(-TARGET["low_loss"], TARGET["multilingual"]))
         written.append("tradeoff.png")
     return written
 

@@ -183,8 +183,10 @@ def plot_differences_with_intervals(intervals: dict[str, dict[str, dict]], keys:
     return path
 
 
-def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, xlabel: str, ylabel: str) -> Path:
-    """A labelled point per run at (x, y), with lines at 0 on both axes."""
+def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, xlabel: str, ylabel: str,
+                  target: tuple[float, float] | None = None) -> Path:
+    """A labelled point per run at (x, y), with lines at 0 on both axes and, given a `target` (x, y), the region at
+    and above both shaded."""
     fig = _figure(6.5, 4.5)
     ax = fig.add_subplot()
     colors = run_colors(list(points))
@@ -193,6 +195,14 @@ def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, xlabel: st
         ax.annotate(run, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.axhline(0, color="0.6", lw=0.8)
     ax.axvline(0, color="0.6", lw=0.8)
+    if target is not None:
+        ax.axvline(target[0], color="0.4", lw=0.8, ls="--")
+        ax.axhline(target[1], color="0.4", lw=0.8, ls="--")
+        (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+        ax.fill_between([target[0], x1], target[1], y1, color="0.5", alpha=0.12, lw=0)
+        ax.text(x1, y1, "target ", ha="right", va="top", fontsize=8, color="0.3")
+        ax.set_xlim(x0, x1)
+        ax.set_ylim(y0, y1)
     ax.set_xlabel(xlabel, fontsize=9)
     ax.set_ylabel(ylabel, fontsize=9)
     _save(fig, path)
