@@ -8,6 +8,7 @@ query, passage, article_id (the unit for splits), title, and optionally hard_neg
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -108,22 +109,26 @@ def _read_json(path: Path) -> dict:
 
 
 def _squad_files(directory: Path, pattern: str, languages: list[str] | None) -> dict[str, Path]:
-    """Language -> file, for files named by `pattern` with `{lang}` in a directory."""
+    """Language -> file, for files named by `pattern` with `{lang}` in a directory (the same code wherever `{lang}`
+    is repeated, as in MLQA's monolingual files)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"directory not found: {directory}")
-    prefix, suffix = pattern.split("{lang}")
+    slot = re.escape("{lang}")
+    name = re.compile(re.escape(pattern).replace(slot, "(?P<lang>.+)", 1).replace(slot, "(?P=lang)"))
     found = {}
     for path in sorted(directory.glob(pattern.replace("{lang}", "*"))):
-        code = path.name[len(prefix) : len(path.name) - len(suffix)]
-        found[normalize_lang(code)] = path
+        match = name.fullmatch(path.name)
+        if match:
+            found[normalize_lang(match["lang"])] = path
     if not found:
         raise DataError(f"{directory}: no files named {pattern}")
     if languages:
         wanted = [normalize_lang(lang) for lang in languages]
         missing = [lang for lang in wanted if lang not in found]
         if missing:
-            raise DataError(f"{directory}: no {pattern} file for language(s) {', '.join(missing)}")
+            raise DataError(f"{directory}: no {pattern} file for language(s) {', '.join(missing)} "
+                            f"(found {', '.join(sorted(found))})")
         found = {lang: found[lang] for lang in wanted}
     return found
 
@@ -265,27 +270,13 @@ def load_flores(directory: str | Path, languages: list[str] | None = None,
     return make_parallel_qa(rows, languages or [*FLORES_LOW_RESOURCE, *FLORES_HIGH_RESOURCE], source=str(directory))
 
 
-def mlqa_files(directory: Path, split: str) -> dict[str, Path]:
-    """Language -> MLQA's monolingual file of `split` (`<split>-context-<l>-question-<l>.json`)."""
-    found = {}
-    for path in sorted(directory.glob(f"{split}-context-*-question-*.json")):
-        context, _, question = path.name[len(f"{split}-context-") : -len(".json")].partition("-question-")
-        if context == question:
-            found[normalize_lang(context)] = path
-    return found
-
-
 def load_mlqa(directory: str | Path, languages: list[str] | None = None, split: str | None = None) -> Dataset:
     """MLQA (`<split>-context-<l>-question-<l>.json`, split `test`, else `dev`): the monolingual files of each
     language (default: every one in the folder), grouped by MLQA's shared question ids; passage = the paragraph."""
     directory = Path(directory)
-    split = split or ("test" if mlqa_files(directory, "test") else "dev")
-    files = mlqa_files(directory, split)
-    languages = [normalize_lang(code) for code in (languages or files)]
-    missing = [lang for lang in languages if lang not in files]
-    if missing or not languages:
-        raise DataError(f"{directory}: no MLQA {split} file for {', '.join(missing) or 'any language'} (expected "
-                        f"{split}-context-<l>-question-<l>.json; found {', '.join(sorted(files)) or 'none'})")
+    split = split or ("test" if list(directory.glob("test-context-*-question-*.json")) else "dev")
+    files = _squad_files(directory, f"{split}-context-{{lang}}-question-{{lang}}.json", languages)
+    languages = list(files)
     rows = []
     for lang in languages:
         for a, article in enumerate(_squad_articles(files[lang])):
