@@ -83,7 +83,7 @@ def intervals(root: Path, arms: list[str], folds: list[int], flores: bool, n_res
 
     out: dict = {}
     pairs = [(arm, reference, None) for reference in REFERENCES if reference in arms for arm in arms
-             if arm != reference]
+             if arm not in REFERENCES[:REFERENCES.index(reference) + 1]]  # not base against hybrid: its mirror
     pairs += [(arm, other, part) for arm in arms for part, other in without_one_part(arm, arms).items()]
     for arm, reference, part in pairs:
         entry = out.setdefault(arm, {}).get(reference)

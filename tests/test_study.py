@@ -243,6 +243,7 @@ def test_each_part_of_an_arm_is_compared_with_the_arm_without_it(tmp_path):
     assert found["dapt-merge+hybrid"]["hybrid"]["part"] == "DAPT"  # also in the table against hybrid
     assert found["hybrid#43"]["hybrid"]["part"] == "seed" and "part" not in found["hybrid"]["base"]
     assert set(found[chosen]) == {"base", "hybrid"} and found[chosen]["hybrid"]["part"] == "relational anchor"
+    assert "base" not in found  # base against hybrid would be hybrid against base again, sign reversed
     md = intervals_tables(found)
     assert f"| DAPT | dapt-anchored-merge+{chosen} | {chosen} | -0.010 [-0.010, -0.010] |" in md
     assert "What DAPT adds per low-resource language" in md
