@@ -126,6 +126,10 @@ def test_an_mlqa_folder_loads_the_questions_present_in_every_language(tmp_path):
     task = MLQARParallelRetrieval(data=str(tmp_path), languages=["en", "de", "es"])
     task.load_data()  # the MTEB task reads the MLQA files at `data`, as its description says
     assert task.benchmark.languages == ["de", "en", "es"] and len(task.benchmark.candidates["de"]) == 2
+    for path in tmp_path.glob("test-context-*-question-*.json"):
+        if path.name != "test-context-en-question-de.json":
+            path.unlink()
+    assert set(load_parallel_qa(str(tmp_path))["group_id"]) == {"d"}  # a cross-lingual test file alone: dev is read
 
 
 def test_saved_dataset_folder_is_not_taken_for_xquad_r(tmp_path):

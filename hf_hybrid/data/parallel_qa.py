@@ -274,7 +274,8 @@ def load_mlqa(directory: str | Path, languages: list[str] | None = None, split: 
     """MLQA (`<split>-context-<l>-question-<l>.json`, split `test`, else `dev`): the monolingual files of each
     language (default: every one in the folder), grouped by MLQA's shared question ids; passage = the paragraph."""
     directory = Path(directory)
-    split = split or ("test" if list(directory.glob("test-context-*-question-*.json")) else "dev")
+    monolingual_test = re.compile(r"test-context-(.+)-question-\1\.json")
+    split = split or ("test" if any(monolingual_test.fullmatch(p.name) for p in directory.glob("test-*")) else "dev")
     files = _squad_files(directory, f"{split}-context-{{lang}}-question-{{lang}}.json", languages)
     languages = list(files)
     rows = []
