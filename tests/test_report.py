@@ -219,3 +219,11 @@ def test_bad_input(case, runs, tmp_path, capsys, monkeypatch):
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert fragment in err[0]
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+def test_runs_keep_distinct_colours_past_ten():
+    from hf_hybrid.evaluation.plots import run_colors
+
+    assert run_colors(["a", "b"]) == {"a": "C0", "b": "C1"}
+    many = run_colors([f"arm{i}" for i in range(14)])
+    assert len(set(many.values())) == 14

@@ -24,8 +24,11 @@ def _save(fig, path: Path) -> None:
 
 
 def run_colors(names: list[str]) -> dict[str, str]:
-    """One colour per run, the same in every plot."""
-    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+    """One colour per run, the same in every plot: matplotlib's 10 default colours, or tab20's 20 past 10 runs."""
+    if len(names) <= 10:
+        return {name: f"C{i}" for i, name in enumerate(names)}
+    palette = matplotlib.colormaps["tab20"]
+    return {name: matplotlib.colors.to_hex(palette(i % 20)) for i, name in enumerate(names)}
 
 
 def _grouped_bars(ax, groups: list[str], series: dict[str, dict[str, float]], colors: dict[str, str],
@@ -185,14 +188,15 @@ def plot_differences_with_intervals(intervals: dict[str, dict[str, dict]], keys:
 
 def plot_tradeoff(points: dict[str, tuple[float, float]], path: Path, xlabel: str, ylabel: str,
                   target: tuple[float, float] | None = None) -> Path:
-    """A labelled point per run at (x, y), with lines at 0 on both axes and, given a `target` (x, y), the region at
-    and above both shaded."""
-    fig = _figure(6.5, 4.5)
+    """A numbered point per run at (x, y), named in a legend beside the axes (run names written at close points
+    overlap), with lines at 0 on both axes and, given a `target` (x, y), the region at and above both shaded."""
+    fig = _figure(9.5, 4.5)
     ax = fig.add_subplot()
     colors = run_colors(list(points))
-    for run, (x, y) in points.items():
-        ax.scatter([x], [y], color=colors[run], s=18)
-        ax.annotate(run, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    for number, (run, (x, y)) in enumerate(points.items(), start=1):
+        ax.scatter([x], [y], color=colors[run], s=18, label=f"{number}  {run}")
+        ax.annotate(str(number), (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), frameon=False, handletextpad=0.3)
     ax.axhline(0, color="0.6", lw=0.8)
     ax.axvline(0, color="0.6", lw=0.8)
     if target is not None:
