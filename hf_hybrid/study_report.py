@@ -163,11 +163,12 @@ def intervals_tables(found: dict) -> str:
                   "bootstrap 95% intervals:",
                   markdown_table(["part", "arm", "against", *columns],
                                  [[part, arm, reference, *_interval_cells(e)] for part, arm, reference, e in by_part])]
-    per_language = {arm: e["base"] for arm, e in found.items() if "flores" in e.get("base", {})}
-    if per_language:
-        langs, rows = _per_language_rows(per_language)
-        parts += ["FLORES difference from base per low-resource language (95% intervals):",
-                  markdown_table(["arm", *langs], rows)]
+    for reference in REFERENCES:
+        per_language = {arm: e[reference] for arm, e in found.items() if "flores" in e.get(reference, {})}
+        if per_language:
+            langs, rows = _per_language_rows(per_language)
+            parts += [f"FLORES difference from {reference} per low-resource language (95% intervals):",
+                      markdown_table(["arm", *langs], rows)]
     dapt = {f"{arm} against {reference}": e for part, arm, reference, e in by_part if part == "DAPT" and "flores" in e}
     if dapt:
         langs, rows = _per_language_rows(dapt)

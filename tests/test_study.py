@@ -247,4 +247,6 @@ def test_each_part_of_an_arm_is_compared_with_the_arm_without_it(tmp_path):
     md = intervals_tables(found)
     assert f"| DAPT | dapt-anchored-merge+{chosen} | {chosen} | -0.010 [-0.010, -0.010] |" in md
     assert "What DAPT adds per low-resource language" in md
+    assert "FLORES difference from hybrid per low-resource language" in md
+    assert f"| {chosen} X->en | +0.110 [+0.110, +0.110] |" in md  # Hausa: +0.01 against hybrid's -0.1
     assert f"| dapt-anchored-merge+{chosen} against {chosen} X->en | +0.020 [+0.020, +0.020] | +0.000" in md
