@@ -108,19 +108,21 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"{path}: malformed JSON at line {err.lineno} ({err.msg})") from None
 
 
+def _files_named(directory: Path, pattern: str) -> dict[str, Path]:
+    """The language code as written -> file, for files named by `pattern` with `{lang}` (the same code wherever
+    `{lang}` is repeated, as in MLQA's monolingual files)."""
+    slot = re.escape("{lang}")
+    name = re.compile(re.escape(pattern).replace(slot, "(?P<lang>.+)", 1).replace(slot, "(?P=lang)"))
+    matches = ((name.fullmatch(path.name), path) for path in sorted(directory.glob(pattern.replace("{lang}", "*"))))
+    return {match["lang"]: path for match, path in matches if match}
+
+
 def _squad_files(directory: Path, pattern: str, languages: list[str] | None) -> dict[str, Path]:
-    """Language -> file, for files named by `pattern` with `{lang}` in a directory (the same code wherever `{lang}`
-    is repeated, as in MLQA's monolingual files)."""
+    """Language -> file, for files named by `pattern` in a directory (`_files_named`), codes normalized."""
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"directory not found: {directory}")
-    slot = re.escape("{lang}")
-    name = re.compile(re.escape(pattern).replace(slot, "(?P<lang>.+)", 1).replace(slot, "(?P=lang)"))
-    found = {}
-    for path in sorted(directory.glob(pattern.replace("{lang}", "*"))):
-        match = name.fullmatch(path.name)
-        if match:
-            found[normalize_lang(match["lang"])] = path
+    found = {normalize_lang(lang): path for lang, path in _files_named(directory, pattern).items()}
     if not found:
         raise DataError(f"{directory}: no files named {pattern}")
     if languages:
@@ -274,8 +276,7 @@ def load_mlqa(directory: str | Path, languages: list[str] | None = None, split: 
     """MLQA (`<split>-context-<l>-question-<l>.json`, split `test`, else `dev`): the monolingual files of each
     language (default: every one in the folder), grouped by MLQA's shared question ids; passage = the paragraph."""
     directory = Path(directory)
-    monolingual_test = re.compile(r"test-context-(.+)-question-\1\.json")
-    split = split or ("test" if any(monolingual_test.fullmatch(p.name) for p in directory.glob("test-*")) else "dev")
+    split = split or ("test" if _files_named(directory, "test-context-{lang}-question-{lang}.json") else "dev")
     files = _squad_files(directory, f"{split}-context-{{lang}}-question-{{lang}}.json", languages)
     languages = list(files)
     rows = []
