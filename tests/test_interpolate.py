@@ -108,8 +108,9 @@ def other_models(tiny_model_dir, tmp_path_factory):
     shuffled = base.save_pretrained(root / "shuffled")
     spec = json.loads((shuffled / "tokenizer.json").read_text(encoding="utf-8"))
     first = base.tokenizer(PROBE_TEXT, add_special_tokens=False)["input_ids"][0]
-    vocab = spec["model"]["vocab"]
-    vocab[first], vocab[first + 1] = vocab[first + 1], vocab[first]
+    vocab = spec["model"]["vocab"]  # BPE's: token -> id
+    token = {i: t for t, i in vocab.items()}
+    vocab[token[first]], vocab[token[first + 1]] = first + 1, first
     (shuffled / "tokenizer.json").write_text(json.dumps(spec), encoding="utf-8")
     assert len(PreTrainedTokenizerFast.from_pretrained(str(shuffled))) == len(base.tokenizer)
     base.tokenizer.add_tokens(["kiswahilini"])
